@@ -1,0 +1,530 @@
+//! Plugin configuration: the JSON the operator writes (`RawConfig`) and the
+//! validated form the filter runs with (`Config`).
+//!
+//! Parsing and validation happen once, in `on_configure`; requests only ever
+//! see a validated `Config`. This module does not touch `proxy_wasm`, so it
+//! unit-tests natively.
+
+use std::fmt;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha512};
+
+/// Minimum HS512 key length in bytes (RFC 7518 section 3.2: a key of the
+/// same size as the hash output or larger).
+pub const MIN_KEY_LEN: usize = 64;
+
+/// The plugin configuration as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// HMAC key text.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Environment variable (inside the VM) whose value overrides `secret`.
+    #[serde(default = "default_secret_env")]
+    pub secret_env: String,
+    /// How the key text becomes key bytes: `"utf8"` or `"hex"`.
+    #[serde(default)]
+    pub secret_encoding: SecretEncoding,
+    /// Request header that carries the token.
+    #[serde(default = "default_header")]
+    pub header: String,
+    /// Methods whose requests get a token.
+    #[serde(default = "default_sign_methods")]
+    pub sign_methods: Vec<String>,
+    /// Value of `payload.user`.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Request header whose value, when present, becomes `payload.user`.
+    #[serde(default)]
+    pub user_header: Option<String>,
+    /// Path answered locally with the status page.
+    #[serde(default = "default_status_path")]
+    pub status_path: String,
+    /// When set, the token carries `exp = iat + ttl_seconds`.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// When set, the token carries `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// When set, the token carries `aud`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// When set, the JOSE header carries `kid`.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// Whether to log one line per request.
+    #[serde(default = "default_true")]
+    pub log_requests: bool,
+}
+
+/// How the configured secret text turns into HMAC key bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretEncoding {
+    /// The key is the bytes of the string as written (PyJWT, jwt.io).
+    #[default]
+    Utf8,
+    /// The key is the hex-decoded bytes of the string.
+    Hex,
+}
+
+fn default_secret_env() -> String {
+    "JWT_SECRET".to_owned()
+}
+fn default_header() -> String {
+    "x-my-jwt".to_owned()
+}
+fn default_sign_methods() -> Vec<String> {
+    vec!["POST".to_owned()]
+}
+fn default_user() -> String {
+    "username".to_owned()
+}
+fn default_status_path() -> String {
+    "/status".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Longest accepted value of the `user_header` request header, in bytes.
+pub const MAX_USER_LEN: usize = 256;
+
+/// The validated configuration a filter runs with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// HMAC key bytes (never printed).
+    pub key: Vec<u8>,
+    /// Where the key came from, for the start-up log line.
+    pub key_source: KeySource,
+    /// Lower-case name of the token header.
+    pub header: String,
+    /// Methods that get a token, as written (methods are case-sensitive).
+    pub sign_methods: Vec<String>,
+    /// Default `payload.user`.
+    pub user: String,
+    /// Lower-case name of the header that overrides `payload.user`.
+    pub user_header: Option<String>,
+    /// Path answered locally.
+    pub status_path: String,
+    /// Adds `exp` when set.
+    pub ttl_seconds: Option<u64>,
+    /// Adds `iss` when set.
+    pub issuer: Option<String>,
+    /// Adds `aud` when set.
+    pub audience: Option<String>,
+    /// Adds `kid` to the JOSE header when set.
+    pub key_id: Option<String>,
+    /// Whether to log one line per request.
+    pub log_requests: bool,
+}
+
+/// Where the signing key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The `secret` field of the plugin configuration.
+    Config,
+    /// The named environment variable.
+    Env(String),
+}
+
+/// A configuration error: the field at fault and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration field at fault (or `configuration` for the document).
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: &str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid configuration: field `{}`: {}",
+            self.field, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses and validates the plugin configuration. `env` looks up an
+    /// environment variable inside the VM (the host passes it in so tests can
+    /// pin it). An empty configuration means all defaults.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field when the JSON is malformed, has an
+    /// unknown field or a wrong type, or a value is invalid.
+    pub fn parse(
+        bytes: &[u8],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            bytes
+        };
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+        de.end()
+            .map_err(|e| ConfigError::new("configuration", e.to_string()))?;
+        Config::from_raw(raw, env)
+    }
+
+    /// Validates a parsed configuration; see [`Config::parse`].
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first invalid field.
+    pub fn from_raw(
+        raw: RawConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        if raw.secret_env.is_empty() {
+            return Err(ConfigError::new("secret_env", "must not be empty"));
+        }
+        let (text, key_source, field) = match env(&raw.secret_env) {
+            Some(value) => (value, KeySource::Env(raw.secret_env.clone()), "secret_env"),
+            None => match raw.secret {
+                Some(value) => (value, KeySource::Config, "secret"),
+                None => {
+                    return Err(ConfigError::new(
+                        "secret",
+                        format!(
+                            "missing: set `secret` or the environment variable `{}`",
+                            raw.secret_env
+                        ),
+                    ));
+                }
+            },
+        };
+        if text.is_empty() {
+            return Err(ConfigError::new(field, "the key is empty"));
+        }
+        let key = match raw.secret_encoding {
+            SecretEncoding::Utf8 => text.into_bytes(),
+            SecretEncoding::Hex => hex::decode(text.trim()).map_err(|e| {
+                ConfigError::new(
+                    field,
+                    format!("not valid hex ({e}) with secret_encoding \"hex\""),
+                )
+            })?,
+        };
+        if key.len() < MIN_KEY_LEN {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "the key is {} bytes; HS512 needs at least {MIN_KEY_LEN} (RFC 7518 section 3.2)",
+                    key.len()
+                ),
+            ));
+        }
+
+        let header = header_name("header", &raw.header)?;
+        let user_header = raw
+            .user_header
+            .as_deref()
+            .map(|h| header_name("user_header", h))
+            .transpose()?;
+        if raw.sign_methods.is_empty() {
+            return Err(ConfigError::new(
+                "sign_methods",
+                "must name at least one method",
+            ));
+        }
+        if let Some(bad) = raw.sign_methods.iter().find(|m| !is_token(m)) {
+            return Err(ConfigError::new(
+                "sign_methods",
+                format!("{bad:?} is not an HTTP method"),
+            ));
+        }
+        if !raw.status_path.starts_with('/') || raw.status_path.contains(['?', '#', ' ']) {
+            return Err(ConfigError::new(
+                "status_path",
+                format!(
+                    "{:?} must be an absolute path without query",
+                    raw.status_path
+                ),
+            ));
+        }
+        if raw.ttl_seconds == Some(0) {
+            return Err(ConfigError::new("ttl_seconds", "must be at least 1"));
+        }
+        for (field, value) in [
+            ("issuer", &raw.issuer),
+            ("audience", &raw.audience),
+            ("key_id", &raw.key_id),
+        ] {
+            if value.as_deref() == Some("") {
+                return Err(ConfigError::new(field, "must not be empty when set"));
+            }
+        }
+
+        Ok(Config {
+            key,
+            key_source,
+            header,
+            sign_methods: raw.sign_methods,
+            user: raw.user,
+            user_header,
+            status_path: raw.status_path,
+            ttl_seconds: raw.ttl_seconds,
+            issuer: raw.issuer,
+            audience: raw.audience,
+            key_id: raw.key_id,
+            log_requests: raw.log_requests,
+        })
+    }
+
+    /// Whether requests with this method get a token.
+    pub fn signs(&self, method: &str) -> bool {
+        self.sign_methods.iter().any(|m| m == method)
+    }
+
+    /// A short, non-reversible fingerprint of the key: the first 8 hex digits
+    /// of its SHA-512. Enough to tell two deployments' keys apart in logs.
+    pub fn key_fingerprint(&self) -> String {
+        let digest = Sha512::digest(&self.key);
+        hex::encode(&digest[..4])
+    }
+}
+
+/// The configuration as logged at start: everything but the key, which shows
+/// only as its length and fingerprint.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match &self.key_source {
+            KeySource::Config => "secret".to_owned(),
+            KeySource::Env(name) => format!("env {name}"),
+        };
+        f.debug_struct("Config")
+            .field(
+                "key",
+                &format_args!(
+                    "<redacted: {} bytes from {source}, fingerprint {}>",
+                    self.key.len(),
+                    self.key_fingerprint()
+                ),
+            )
+            .field("header", &self.header)
+            .field("sign_methods", &self.sign_methods)
+            .field("user", &self.user)
+            .field("user_header", &self.user_header)
+            .field("status_path", &self.status_path)
+            .field("ttl_seconds", &self.ttl_seconds)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("key_id", &self.key_id)
+            .field("log_requests", &self.log_requests)
+            .finish()
+    }
+}
+
+/// Names the field a JSON error concerns: the path serde was at, or for an
+/// unknown field the field itself.
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
+    let reason = e.inner().to_string();
+    let path = e.path().to_string();
+    let unknown = reason
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next());
+    let field = match (unknown, path.as_str()) {
+        (Some(name), _) => name.to_owned(),
+        (None, "." | "") => "configuration".to_owned(),
+        (None, path) => path.to_owned(),
+    };
+    ConfigError { field, reason }
+}
+
+/// RFC 7230 `token`: what header names and methods are made of.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    if !is_token(name) {
+        return Err(ConfigError::new(
+            field,
+            format!("{name:?} is not a valid header name"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const SECRET: &str = "a9ddbcaba8c0ac1a0a812dc0c2f08514b23f2db0a68343cb8199ebb38a6d91e4ebfb378e22ad39c2d01d0b4ec9c34aa91056862ddace3fbbd6852ee60c36acbf";
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(json: &str) -> Result<Config, ConfigError> {
+        Config::parse(json.as_bytes(), no_env)
+    }
+
+    fn err_field(json: &str) -> String {
+        parse(json).unwrap_err().field
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&format!(r#"{{"secret":"{SECRET}"}}"#)).unwrap();
+        assert_eq!(c.key, SECRET.as_bytes());
+        assert_eq!(c.header, "x-my-jwt");
+        assert_eq!(c.sign_methods, ["POST"]);
+        assert_eq!(c.user, "username");
+        assert_eq!(c.user_header, None);
+        assert_eq!(c.status_path, "/status");
+        assert!(c.log_requests);
+        assert!(
+            c.ttl_seconds.is_none()
+                && c.issuer.is_none()
+                && c.audience.is_none()
+                && c.key_id.is_none()
+        );
+    }
+
+    #[test]
+    fn hex_secret_decodes() {
+        let c = parse(&format!(
+            r#"{{"secret":"{SECRET}","secret_encoding":"hex"}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.key.len(), 64);
+        assert_eq!(c.key[0], 0xa9);
+    }
+
+    #[test]
+    fn env_wins_over_config() {
+        let env_key = "e".repeat(64);
+        let c = Config::parse(format!(r#"{{"secret":"{SECRET}"}}"#).as_bytes(), |name| {
+            (name == "JWT_SECRET").then(|| env_key.clone())
+        })
+        .unwrap();
+        assert_eq!(c.key, env_key.as_bytes());
+        assert_eq!(c.key_source, KeySource::Env("JWT_SECRET".into()));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let s = format!(r#""secret":"{SECRET}""#);
+        assert_eq!(err_field("{}"), "secret");
+        assert_eq!(err_field(r#"{"secret":""}"#), "secret");
+        assert_eq!(err_field(r#"{"secret":"short"}"#), "secret");
+        assert_eq!(
+            err_field(&format!(
+                r#"{{"secret":"{}","secret_encoding":"hex"}}"#,
+                "zz".repeat(64)
+            )),
+            "secret"
+        );
+        assert_eq!(
+            err_field(&format!(
+                r#"{{"secret":"{}","secret_encoding":"hex"}}"#,
+                "ab".repeat(63)
+            )),
+            "secret"
+        );
+        assert_eq!(err_field(&format!(r#"{{{s},"bogus":1}}"#)), "bogus");
+        assert_eq!(
+            err_field(&format!(r#"{{{s},"header":"bad header"}}"#)),
+            "header"
+        );
+        assert_eq!(err_field(&format!(r#"{{{s},"header":""}}"#)), "header");
+        assert_eq!(
+            err_field(&format!(r#"{{{s},"user_header":"a:b"}}"#)),
+            "user_header"
+        );
+        assert_eq!(
+            err_field(&format!(r#"{{{s},"sign_methods":[]}}"#)),
+            "sign_methods"
+        );
+        assert_eq!(
+            err_field(&format!(r#"{{{s},"sign_methods":["PO ST"]}}"#)),
+            "sign_methods"
+        );
+        assert_eq!(
+            err_field(&format!(r#"{{{s},"status_path":"status"}}"#)),
+            "status_path"
+        );
+        assert_eq!(
+            err_field(&format!(r#"{{{s},"ttl_seconds":0}}"#)),
+            "ttl_seconds"
+        );
+        assert_eq!(err_field(&format!(r#"{{{s},"issuer":""}}"#)), "issuer");
+        assert_eq!(
+            err_field(&format!(r#"{{{s},"secret_env":""}}"#)),
+            "secret_env"
+        );
+        assert_eq!(
+            err_field(&format!(r#"{{{s},"secret_encoding":"base64"}}"#)),
+            "secret_encoding"
+        );
+        assert_eq!(
+            err_field(&format!(r#"{{{s},"sign_methods":"POST"}}"#)),
+            "sign_methods"
+        );
+        assert_eq!(err_field(&format!(r#"{{{s},"user":7}}"#)), "user");
+        assert_eq!(err_field("not json"), "configuration");
+    }
+
+    #[test]
+    fn wrong_types_are_refused() {
+        let err = parse(&format!(r#"{{"secret":"{SECRET}","log_requests":"yes"}}"#)).unwrap_err();
+        assert_eq!(err.field, "log_requests");
+        assert!(err.reason.contains("invalid type"), "{err}");
+        let err = parse(&format!(r#"{{"secret":"{SECRET}","ttl_seconds":-1}}"#)).unwrap_err();
+        assert_eq!(err.field, "ttl_seconds");
+        assert!(err.reason.contains("invalid value"), "{err}");
+        assert_eq!(err.to_string().lines().count(), 1);
+    }
+
+    #[test]
+    fn empty_env_secret_is_refused_and_named() {
+        let err = Config::parse(format!(r#"{{"secret":"{SECRET}"}}"#).as_bytes(), |_| {
+            Some(String::new())
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "secret_env");
+    }
+
+    #[test]
+    fn debug_redacts_the_key() {
+        let c = parse(&format!(r#"{{"secret":"{SECRET}"}}"#)).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains(SECRET));
+        assert!(!shown.contains(&SECRET[..16]));
+        assert!(
+            shown.contains("<redacted: 128 bytes from secret, fingerprint "),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn header_names_are_lowercased() {
+        let c = parse(&format!(
+            r#"{{"secret":"{SECRET}","header":"X-Token","user_header":"X-User"}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.header, "x-token");
+        assert_eq!(c.user_header.as_deref(), Some("x-user"));
+    }
+}

@@ -1,0 +1,310 @@
+//! The proxy-wasm contexts: thin glue between the host and the pure modules.
+//!
+//! One [`Root`] per VM (Envoy runs one VM per worker thread) parses the
+//! configuration once; each request gets a [`Request`] context holding an
+//! `Rc` of it. Counts live in host-wide metrics and the start time in shared
+//! data, so `/status` is exact across workers.
+
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use log::{error, info, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, MetricType};
+
+use crate::config::{Config, MAX_USER_LEN};
+use crate::jwt::{NONCE_LEN, Signer};
+use crate::status::{Figures, wants_html};
+
+/// Shared-data key holding the proxy's start time (u64 nanoseconds, little endian).
+pub const STARTED_AT_KEY: &str = "jwt_proxy.started_at";
+/// Counter: requests forwarded (Envoy shows it as `wasmcustom.jwt_proxy.requests_processed`).
+pub const PROCESSED_METRIC: &str = "jwt_proxy.requests_processed";
+/// Counter: requests forwarded with a token.
+pub const SIGNED_METRIC: &str = "jwt_proxy.requests_signed";
+
+/// Hop-by-hop headers (RFC 2616 section 13.5.1, RFC 7230 section 6.1) that a
+/// non-transparent proxy never forwards, besides those named in `Connection`.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What every request context of one VM shares.
+struct Shared {
+    config: Config,
+    signer: Signer,
+    processed: u32,
+    signed: u32,
+}
+
+/// The root context: configuration, metrics and the start time.
+#[derive(Default)]
+pub struct Root {
+    shared: Option<Rc<Shared>>,
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        // The first VM to start records the proxy's start time; the others
+        // (one per worker, and reloaded VMs) keep it.
+        if let (None, _) = self.get_shared_data(STARTED_AT_KEY) {
+            let now = nanos(self.get_current_time()).to_le_bytes();
+            if let Err(e) = self.set_shared_data(STARTED_AT_KEY, Some(&now), None) {
+                warn!("could not record the start time: {e:?}");
+            }
+        }
+        true
+    }
+
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = if plugin_configuration_size == 0 {
+            Vec::new()
+        } else {
+            self.get_plugin_configuration().unwrap_or_default()
+        };
+        let config = match Config::parse(&bytes, |name| std::env::var(name).ok()) {
+            Ok(config) => config,
+            Err(e) => {
+                error!("jwt-proxy refuses to start: {e}");
+                return false;
+            }
+        };
+        let signer = match Signer::new(&config) {
+            Ok(signer) => signer,
+            Err(e) => {
+                error!("jwt-proxy refuses to start: field `secret`: {e}");
+                return false;
+            }
+        };
+        let (processed, signed) = match (
+            hostcalls::define_metric(MetricType::Counter, PROCESSED_METRIC),
+            hostcalls::define_metric(MetricType::Counter, SIGNED_METRIC),
+        ) {
+            (Ok(p), Ok(s)) => (p, s),
+            (p, s) => {
+                error!("jwt-proxy refuses to start: could not define metrics: {p:?} {s:?}");
+                return false;
+            }
+        };
+        info!("jwt-proxy configured: {config:?}");
+        self.shared = Some(Rc::new(Shared {
+            config,
+            signer,
+            processed,
+            signed,
+        }));
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let shared = Rc::clone(self.shared.as_ref()?);
+        Some(Box::new(Request {
+            shared,
+            started: SystemTime::UNIX_EPOCH,
+            method: String::new(),
+            path: String::new(),
+            jti: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// One request's context.
+struct Request {
+    shared: Rc<Shared>,
+    started: SystemTime,
+    method: String,
+    path: String,
+    jti: Option<String>,
+}
+
+impl Context for Request {}
+
+impl Request {
+    /// Answers the status path locally.
+    fn status_reply(&self) -> Action {
+        if self.method != "GET" && self.method != "HEAD" {
+            self.send_http_response(
+                405,
+                vec![("allow", "GET, HEAD"), ("content-type", "text/plain")],
+                Some(b"method not allowed\n"),
+            );
+            return Action::Pause;
+        }
+        let s = &self.shared;
+        let started_at_nanos = match self.get_shared_data(STARTED_AT_KEY) {
+            (Some(b), _) => b.try_into().map_or(0, u64::from_le_bytes),
+            (None, _) => 0,
+        };
+        let figures = Figures {
+            started_at_nanos,
+            now_nanos: nanos(self.get_current_time()),
+            requests_processed: hostcalls::get_metric(s.processed).unwrap_or(0),
+            requests_signed: hostcalls::get_metric(s.signed).unwrap_or(0),
+        };
+        let accept = self.get_http_request_header("accept");
+        let (content_type, body) = if wants_html(accept.as_deref()) {
+            ("text/html; charset=utf-8", figures.to_html())
+        } else {
+            ("application/json", figures.to_json())
+        };
+        self.send_http_response(
+            200,
+            vec![
+                ("content-type", content_type),
+                ("cache-control", "no-store"),
+            ],
+            Some(body.as_bytes()),
+        );
+        Action::Pause
+    }
+
+    /// Refuses the request locally: it is never forwarded.
+    fn refuse(&self, status: u32, message: &str) -> Action {
+        self.send_http_response(
+            status,
+            vec![("content-type", "text/plain")],
+            Some(format!("{message}\n").as_bytes()),
+        );
+        Action::Pause
+    }
+
+    /// The value of `payload.user` for this request.
+    fn user(&self) -> Result<String, Action> {
+        let s = &self.shared;
+        let Some(name) = &s.config.user_header else {
+            return Ok(s.config.user.clone());
+        };
+        match self.get_http_request_header_bytes(name) {
+            None => Ok(s.config.user.clone()),
+            Some(v) if v.len() > MAX_USER_LEN => Err(self.refuse(
+                400,
+                &format!("the {name} header is longer than {MAX_USER_LEN} bytes"),
+            )),
+            Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
+        }
+    }
+
+    fn sign(&mut self) -> Action {
+        let user = match self.user() {
+            Ok(user) => user,
+            Err(action) => return action,
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        if let Err(e) = getrandom::fill(&mut nonce) {
+            error!(
+                "no randomness for a jti ({e}); refusing {} {}",
+                self.method, self.path
+            );
+            return self.refuse(500, "could not sign the request");
+        }
+        let iat = nanos(self.started) / 1_000_000_000;
+        match self.shared.signer.sign(iat, &nonce, &user) {
+            Ok(signed) => {
+                self.set_http_request_header(&self.shared.config.header, Some(&signed.token));
+                self.jti = Some(signed.jti);
+                Action::Continue
+            }
+            Err(e) => {
+                error!("could not sign {} {}: {e}", self.method, self.path);
+                self.refuse(500, "could not sign the request")
+            }
+        }
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.started = self.get_current_time();
+        self.method = self.get_http_request_header(":method").unwrap_or_default();
+        self.path = self.get_http_request_header(":path").unwrap_or_default();
+
+        let path_only = self.path.split(['?', '#']).next().unwrap_or("");
+        if path_only == self.shared.config.status_path {
+            return self.status_reply();
+        }
+
+        // A client never gets its own token through, signed request or not.
+        self.set_http_request_header(&self.shared.config.header, None);
+        for name in HOP_BY_HOP {
+            if name != "transfer-encoding" {
+                self.set_http_request_header(name, None);
+            }
+        }
+
+        let action = if self.shared.config.signs(&self.method) {
+            self.sign()
+        } else {
+            Action::Continue
+        };
+        if let Action::Continue = action {
+            let s = &self.shared;
+            // Counted as forwarded once the filter lets it through.
+            let _ = hostcalls::increment_metric(s.processed, 1);
+            if self.jti.is_some() {
+                let _ = hostcalls::increment_metric(s.signed, 1);
+            }
+        }
+        action
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Envoy strips hop-by-hop headers from requests, but on responses it
+        // keeps the ones the upstream named in `Connection`: remove them here.
+        if let Some(connection) = self.get_http_response_header("connection") {
+            for name in connection
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+            {
+                self.set_http_response_header(&name.to_ascii_lowercase(), None);
+            }
+        }
+        for name in HOP_BY_HOP {
+            if name != "transfer-encoding" {
+                self.set_http_response_header(name, None);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if !self.shared.config.log_requests {
+            return;
+        }
+        let status = self
+            .get_property(vec!["response", "code"])
+            .and_then(|b| b.try_into().ok().map(u64::from_le_bytes))
+            .map_or_else(|| "-".to_owned(), |c| c.to_string());
+        let elapsed = self
+            .get_current_time()
+            .duration_since(self.started)
+            .unwrap_or(Duration::ZERO);
+        let path = self.path.split('?').next().unwrap_or("");
+        info!(
+            "{} {} {} jti={} {:.3}ms",
+            self.method,
+            path,
+            status,
+            self.jti.as_deref().unwrap_or("-"),
+            elapsed.as_secs_f64() * 1000.0
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! The `/status` page: figures in, JSON or HTML out. Pure; no `proxy_wasm`.
+
+use serde::Serialize;
+
+/// The figures the status page shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Figures {
+    /// When the proxy started, in nanoseconds since the epoch.
+    pub started_at_nanos: u64,
+    /// Now, in nanoseconds since the epoch.
+    pub now_nanos: u64,
+    /// Requests forwarded (the status page itself not counted).
+    pub requests_processed: u64,
+    /// Requests that got a token.
+    pub requests_signed: u64,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    status: &'static str,
+    started_at: &'a str,
+    uptime_seconds: f64,
+    requests_processed: u64,
+    requests_signed: u64,
+}
+
+impl Figures {
+    /// Seconds since start, to the millisecond.
+    pub fn uptime_seconds(&self) -> f64 {
+        let millis = self.now_nanos.saturating_sub(self.started_at_nanos) / 1_000_000;
+        // Exact for any uptime below 2^53 ms (285,000 years).
+        millis as f64 / 1000.0
+    }
+
+    /// The JSON document: `{"status":"ok","started_at":...,"uptime_seconds":...,...}`.
+    pub fn to_json(&self) -> String {
+        let started_at = rfc3339(self.started_at_nanos / 1_000_000_000);
+        let body = Body {
+            status: "ok",
+            started_at: &started_at,
+            uptime_seconds: self.uptime_seconds(),
+            requests_processed: self.requests_processed,
+            requests_signed: self.requests_signed,
+        };
+        serde_json::to_string(&body).unwrap_or_else(|_| r#"{"status":"ok"}"#.to_owned())
+    }
+
+    /// A small HTML page with the same figures.
+    pub fn to_html(&self) -> String {
+        format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>jwt-proxy status</title></head>\n\
+             <body><h1>jwt-proxy: ok</h1>\n<table>\n\
+             <tr><th>started at</th><td>{}</td></tr>\n\
+             <tr><th>uptime (s)</th><td>{}</td></tr>\n\
+             <tr><th>requests processed</th><td>{}</td></tr>\n\
+             <tr><th>requests signed</th><td>{}</td></tr>\n\
+             </table></body></html>\n",
+            rfc3339(self.started_at_nanos / 1_000_000_000),
+            self.uptime_seconds(),
+            self.requests_processed,
+            self.requests_signed,
+        )
+    }
+}
+
+/// Whether an `Accept` header asks for HTML before JSON.
+pub fn wants_html(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| {
+        a.split(',')
+            .map(|part| part.split(';').next().unwrap_or("").trim())
+            .any(|media| media.eq_ignore_ascii_case("text/html"))
+    })
+}
+
+/// `secs` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(secs: u64) -> String {
+    let date = crate::jwt::utc_date(secs).unwrap_or_else(|_| "9999-12-31".to_owned());
+    let day = secs % 86_400;
+    format!(
+        "{date}T{:02}:{:02}:{:02}Z",
+        day / 3600,
+        day / 60 % 60,
+        day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const FIGS: Figures = Figures {
+        started_at_nanos: 1_795_435_200_000_000_000,
+        now_nanos: 1_795_435_212_500_000_000,
+        requests_processed: 42,
+        requests_signed: 40,
+    };
+
+    #[test]
+    fn json_has_every_figure() {
+        let v: serde_json::Value = serde_json::from_str(&FIGS.to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"status":"ok","started_at":"2026-11-23T12:00:00Z","uptime_seconds":12.5,
+                "requests_processed":42,"requests_signed":40})
+        );
+    }
+
+    #[test]
+    fn html_has_every_figure() {
+        let html = FIGS.to_html();
+        for needle in ["2026-11-23T12:00:00Z", "12.5", ">42<", ">40<"] {
+            assert!(html.contains(needle), "{needle} missing from {html}");
+        }
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        assert!(wants_html(Some("text/html")));
+        assert!(wants_html(Some(
+            "text/html,application/xhtml+xml,*/*;q=0.8"
+        )));
+        assert!(wants_html(Some("application/json, Text/HTML;q=0.5")));
+        assert!(!wants_html(Some("application/json")));
+        assert!(!wants_html(Some("*/*")));
+        assert!(!wants_html(None));
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_478_399), "2026-11-23T23:59:59Z");
+    }
+}
