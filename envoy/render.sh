@@ -13,9 +13,12 @@ template=${1:-$here/envoy.yaml}
 : "${UPSTREAM:=127.0.0.1:8081}"
 : "${UPSTREAM_TIMEOUT:=15s}"
 : "${WASM_PATH:=$here/../target/wasm32-wasip1/release/jwt_filter.wasm}"
-# The task's key. Deployments set their own: JWT_SECRET in the environment
-# wins over this (see secret_env in the README).
-: "${PLUGIN_CONFIG:={\"secret\": \"a9ddbcaba8c0ac1a0a812dc0c2f08514b23f2db0a68343cb8199ebb38a6d91e4ebfb378e22ad39c2d01d0b4ec9c34aa91056862ddace3fbbd6852ee60c36acbf\"\}}"
+# The filter's configuration (JSON): $PLUGIN_CONFIG, else the file
+# $PLUGIN_CONFIG_FILE (default filter-config.json beside this script, which
+# holds the task's key; JWT_SECRET in the environment wins over it).
+if [ -z "${PLUGIN_CONFIG:-}" ]; then
+  PLUGIN_CONFIG=$(cat "${PLUGIN_CONFIG_FILE:-$here/filter-config.json}")
+fi
 
 case "$UPSTREAM" in
   *:*) UPSTREAM_HOST=${UPSTREAM%:*}; UPSTREAM_PORT=${UPSTREAM##*:} ;;

@@ -21,7 +21,8 @@ pub struct RawConfig {
     /// HMAC key text.
     #[serde(default)]
     pub secret: Option<String>,
-    /// Environment variable (inside the VM) whose value overrides `secret`.
+    /// Environment variable (inside the VM) whose value, when set and not
+    /// empty, overrides `secret`.
     #[serde(default = "default_secret_env")]
     pub secret_env: String,
     /// How the key text becomes key bytes: `"utf8"` or `"hex"`.
@@ -195,7 +196,7 @@ impl Config {
         if raw.secret_env.is_empty() {
             return Err(ConfigError::new("secret_env", "must not be empty"));
         }
-        let (text, key_source, field) = match env(&raw.secret_env) {
+        let (text, key_source, field) = match env(&raw.secret_env).filter(|v| !v.is_empty()) {
             Some(value) => (value, KeySource::Env(raw.secret_env.clone()), "secret_env"),
             None => match raw.secret {
                 Some(value) => (value, KeySource::Config, "secret"),

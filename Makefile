@@ -1,0 +1,64 @@
+# jwt-proxy-wasm. `make help` lists the targets.
+HTTP_PORT ?= 8080
+ADMIN_PORT ?= 9901
+ECHO_PORT ?= 8081
+UPSTREAM ?=
+export HTTP_PORT ADMIN_PORT ECHO_PORT UPSTREAM
+
+WASM_TARGET := wasm32-wasip1
+WASM_DIR := target/$(WASM_TARGET)/release
+FILTER_WASM := $(WASM_DIR)/jwt_filter.wasm
+CARGO ?= cargo
+
+.PHONY: help build wasm fixtures toolchain envoy run run-host test lint validate up down bench soak clean
+
+help:
+	@echo "make build      the filter (.wasm, release) and the host binaries"
+	@echo "make run        echo upstream + Envoy with the filter on HTTP_PORT (default 8080)"
+	@echo "                UPSTREAM=host:port uses that upstream instead of the echo one"
+	@echo "make run-host   the same with the test host instead of Envoy"
+	@echo "make test       every test, Envoy end-to-end tests included"
+	@echo "make lint       cargo fmt --check and clippy -D warnings"
+	@echo "make validate   envoy --mode validate on every Envoy config in the repo"
+	@echo "make up         the same system under docker compose (needs Docker)"
+
+toolchain:
+	rustup target add $(WASM_TARGET)
+
+wasm: toolchain
+	$(CARGO) build --release --target $(WASM_TARGET) -p jwt-filter
+
+fixtures: toolchain
+	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter -p panic-filter -p abi-fixture
+
+build: wasm
+	$(CARGO) build --release -p echo-upstream -p test-host
+
+envoy:
+	@envoy/find-envoy.sh >/dev/null
+
+run: build envoy
+	envoy/run.sh
+
+run-host: build
+	envoy/run-host.sh
+
+test: wasm fixtures envoy
+	ENVOY_BIN="$$(envoy/find-envoy.sh)" $(CARGO) test --workspace
+
+lint: toolchain
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) -p jwt-filter -p noop-filter -p panic-filter -p abi-fixture -- -D warnings
+
+validate: envoy
+	envoy/validate.sh
+
+up: wasm
+	docker compose -f envoy/docker-compose.yml up --build
+
+down:
+	docker compose -f envoy/docker-compose.yml down
+
+clean:
+	$(CARGO) clean

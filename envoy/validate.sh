@@ -1,0 +1,31 @@
+#!/bin/sh
+# `make validate`: `envoy --mode validate` on every Envoy config in the repo,
+# rendered as each user of it renders it (make run, docker compose, benches).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+envoy=$("$here/find-envoy.sh")
+work=$(mktemp -d "${TMPDIR:-/tmp}/jwt-proxy-validate.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+wasm=$root/target/wasm32-wasip1/release/jwt_filter.wasm
+[ -f "$wasm" ] || { echo "validate.sh: $wasm is missing: run 'make wasm' first" >&2; exit 1; }
+fail=0
+n=0
+check() { # name, then env assignments for render.sh; template last via TEMPLATE
+  name=$1; shift
+  n=$((n + 1))
+  env "$@" "$here/render.sh" ${TEMPLATE:-} > "$work/$n.yaml"
+  if "$envoy" --mode validate -c "$work/$n.yaml" --use-dynamic-base-id -l error > "$work/$n.log" 2>&1; then
+    echo "ok       $name"
+  else
+    echo "INVALID  $name"; cat "$work/$n.log"; fail=1
+  fi
+}
+check "envoy/envoy.yaml (make run)"
+# docker compose renders the same template with these values (see docker-compose.yml).
+check "envoy/envoy.yaml (docker compose)" HTTP_PORT=8080 ADMIN_PORT=9901 LISTEN_ADDRESS=0.0.0.0 UPSTREAM=echo:8081 WASM_PATH="$wasm"
+for t in "$root"/tests/bench/*.yaml; do
+  [ -f "$t" ] || continue
+  TEMPLATE=$t check "${t#"$root"/}" WASM_PATH="$wasm"
+done
+exit "$fail"
