@@ -62,3 +62,9 @@ down:
 
 clean:
 	$(CARGO) clean
+
+# What the filter costs in Envoy: alternating wrk rounds against Envoy alone,
+# with the no-op filter, with ours, and the test host; writes BENCHMARKS.md.
+# ROUNDS=5 DURATION=10 (seconds per round) by default.
+bench: toolchain envoy
+	python3 tests/bench/bench.py
