@@ -25,9 +25,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Called with the head of every request the server receives (tests record
-/// what arrived upstream with it).
-pub type OnRequest = Arc<dyn Fn(&Parts) + Send + Sync>;
+/// Called with the client's address and the head of every request the server
+/// receives (tests record what arrived upstream, and on which connection).
+pub type OnRequest = Arc<dyn Fn(SocketAddr, &Parts) + Send + Sync>;
 
 /// Prefix of the response headers that show the request headers.
 pub const ECHO_PREFIX: &str = "x-echo-";
@@ -35,12 +35,13 @@ pub const ECHO_PREFIX: &str = "x-echo-";
 /// Builds the echo response for one request: the body streams back as it
 /// arrives.
 pub fn echo(
+    peer: SocketAddr,
     req: Request<Incoming>,
     on_request: Option<&OnRequest>,
 ) -> Response<BoxBody<Bytes, hyper::Error>> {
     let (parts, body) = req.into_parts();
     if let Some(f) = on_request {
-        f(&parts);
+        f(peer, &parts);
     }
     let mut resp = Response::new(body.boxed());
     let headers = resp.headers_mut();
@@ -66,7 +67,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -79,16 +80,16 @@ pub async fn serve(
         let on_request = on_request.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let resp = echo(req, on_request.as_ref());
+                let resp = echo(peer, req, on_request.as_ref());
                 async move { Ok::<_, Infallible>(resp) }
             });
-            if let Err(e) = http1::Builder::new()
+            let served = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
-                .await
+                .await;
+            if let Err(e) = served
+                && !e.is_incomplete_message()
             {
-                if !e.is_incomplete_message() {
-                    eprintln!("echo-upstream: connection error: {e}");
-                }
+                eprintln!("echo-upstream: connection error: {e}");
             }
         });
     }

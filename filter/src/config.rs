@@ -499,9 +499,20 @@ mod tests {
     }
 
     #[test]
-    fn empty_env_secret_is_refused_and_named() {
-        let err = Config::parse(format!(r#"{{"secret":"{SECRET}"}}"#).as_bytes(), |_| {
+    fn empty_env_secret_counts_as_unset() {
+        let c = Config::parse(format!(r#"{{"secret":"{SECRET}"}}"#).as_bytes(), |_| {
             Some(String::new())
+        })
+        .unwrap();
+        assert_eq!(c.key_source, KeySource::Config);
+        let err = Config::parse(b"{}", |_| Some(String::new())).unwrap_err();
+        assert_eq!(err.field, "secret");
+    }
+
+    #[test]
+    fn short_env_secret_is_named_as_secret_env() {
+        let err = Config::parse(format!(r#"{{"secret":"{SECRET}"}}"#).as_bytes(), |_| {
+            Some("short".into())
         })
         .unwrap_err();
         assert_eq!(err.field, "secret_env");
