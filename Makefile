@@ -51,7 +51,7 @@ lint: toolchain
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target $(WASM_TARGET) -p jwt-filter -p noop-filter -p panic-filter -p abi-fixture -- -D warnings
 
-validate: envoy
+validate: wasm envoy
 	envoy/validate.sh
 
 up: wasm
