@@ -1,0 +1,126 @@
+//! `test-host`: run a proxy-wasm HTTP filter in front of an upstream, like Envoy would.
+//!
+//! ```text
+//! test-host --wasm FILE [--config FILE] [--env KEY=VALUE]... --listen ADDR --upstream HOST:PORT [--workers N]
+//! ```
+//! Logs (the filter's and the host's) go to stderr, one line each, with the level.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use test_host::{HostBuilder, Level};
+
+/// Run a proxy-wasm (ABI 0.2.1) HTTP filter in a wasmtime host in front of an upstream.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The filter module (.wasm).
+    #[arg(long, value_name = "FILE")]
+    wasm: PathBuf,
+    /// Plugin configuration file (passed to proxy_on_configure as is).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// An environment variable inside the VM (repeatable), like Envoy's vm_config.environment_variables.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Address to listen on.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "TEST_HOST_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    listen: SocketAddr,
+    /// The upstream, HOST:PORT (a hostname or an address).
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: String,
+    /// Worker threads, one VM each.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Host log level: trace, debug, info, warn, error, critical.
+    #[arg(long, default_value = "info")]
+    log_level: Level,
+    /// Seconds to wait for the upstream's response headers before answering 504.
+    #[arg(long, default_value_t = 15)]
+    upstream_timeout: u64,
+    /// The plugin_name property.
+    #[arg(long, default_value = "test-host")]
+    plugin_name: String,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got \"{s}\"")),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut builder = HostBuilder::new(args.wasm.clone())
+        .listen(args.listen)
+        .upstream(&args.upstream)
+        .workers(args.workers)
+        .log_level(args.log_level)
+        .upstream_timeout(Duration::from_secs(args.upstream_timeout))
+        .plugin_name(args.plugin_name)
+        .echo_logs(true)
+        .log_capacity(0);
+    if let Some(path) = &args.config {
+        let config = std::fs::read(path)
+            .with_context(|| format!("cannot read plugin configuration \"{}\"", path.display()))?;
+        builder = builder.plugin_config(config);
+    }
+    for (k, v) in args.env {
+        builder = builder.env(k, v);
+    }
+    let host = builder
+        .start()
+        .await
+        .with_context(|| format!("cannot start the filter \"{}\"", args.wasm.display()))?;
+    eprintln!(
+        "[info] host: listening on http://{} -> upstream {} ({} workers)",
+        host.local_addr(),
+        args.upstream,
+        args.workers.max(1)
+    );
+    shutdown_signal().await;
+    eprintln!("[info] host: shutting down");
+    drop(host);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[error] host: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! WASI preview 1 as Envoy offers it, through wasmtime-wasi's preview1 adapter: the host clock,
+//! the host random source, `vm_config`-style environment variables, stdout/stderr into the host
+//! log (info / error, one record per line), `proc_exit`; no arguments, no files, no network.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rand::SeedableRng as _;
+use rand::rngs::StdRng;
+use tokio::io::AsyncWrite;
+use wasmtime::Linker;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+
+use crate::abi::Level;
+use crate::clock::HostClock;
+use crate::log::{LogSink, LogSource};
+use crate::vm::{HostState, Shared};
+
+/// The random source a host gives its filters (WASI `random_get`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Random {
+    /// A cryptographically secure generator seeded from the operating system.
+    #[default]
+    Os,
+    /// A deterministic generator: the VM created `n`-th (from 0) gets seed `seed + n`, so one
+    /// worker replays the same bytes on every run.
+    Seeded(u64),
+}
+
+/// Adds the `wasi_snapshot_preview1` functions.
+///
+/// # Errors
+/// When a function is already defined in `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p1::add_to_linker_sync(linker, |state: &mut HostState| &mut state.wasi)
+}
+
+/// The WASI context of the `vm_index`-th VM of a host.
+pub(crate) fn context(shared: &Shared, vm_index: u64) -> WasiP1Ctx {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .envs(&shared.plugin.env)
+        .wall_clock(WallClock(shared.clock.clone()))
+        .monotonic_clock(MonotonicClock(shared.clock.clone()))
+        .stdout(LogStream::new(
+            shared.logs.clone(),
+            Level::Info,
+            LogSource::Stdout,
+        ))
+        .stderr(LogStream::new(
+            shared.logs.clone(),
+            Level::Error,
+            LogSource::Stderr,
+        ))
+        .allow_blocking_current_thread(true);
+    if let Random::Seeded(seed) = shared.plugin.random {
+        let seed = seed.wrapping_add(vm_index);
+        builder.secure_random(StdRng::seed_from_u64(seed));
+        builder.insecure_random(StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15));
+        builder.insecure_random_seed(u128::from(seed));
+    }
+    builder.build_p1()
+}
+
+struct WallClock(HostClock);
+
+impl HostWallClock for WallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.unix_nanos())
+    }
+}
+
+struct MonotonicClock(HostClock);
+
+impl HostMonotonicClock for MonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        self.0.monotonic_nanos()
+    }
+}
+
+/// Guest stdout or stderr: complete lines become log records.
+#[derive(Clone)]
+struct LogStream {
+    logs: LogSink,
+    level: Level,
+    source: LogSource,
+    pending: Arc<Mutex<Vec<u8>>>,
+}
+
+impl LogStream {
+    fn new(logs: LogSink, level: Level, source: LogSource) -> Self {
+        Self {
+            logs,
+            level,
+            source,
+            pending: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn push(&self, data: &[u8]) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.extend_from_slice(data);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line[..end]);
+            self.logs
+                .log(self.level, self.source, text.trim_end_matches('\r'));
+        }
+        // Bound a line that never ends.
+        if pending.len() > 64 * 1024 {
+            let text = String::from_utf8_lossy(&pending).into_owned();
+            pending.clear();
+            self.logs.log(self.level, self.source, text);
+        }
+    }
+}
+
+impl IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogStream {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for LogStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

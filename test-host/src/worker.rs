@@ -1,0 +1,341 @@
+//! Worker threads: each owns one [`Vm`] on its own OS thread and runs jobs sent over a channel,
+//! so synchronous wasmtime/WASI calls never run inside an async task. A trap fails the job, is
+//! logged at error level, and the VM is re-created from the module (Envoy's `FAIL_RELOAD`);
+//! contexts of the old VM are gone. Ticks are delivered between jobs.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::Error;
+use crate::abi::{Action, Level};
+use crate::headers::HeaderList;
+use crate::http::LocalReply;
+use crate::vm::{Compiled, Direction, Shared, StreamInfo, Vm};
+
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
+
+/// An HTTP context on a worker: its id and the VM generation it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ctx {
+    pub(crate) id: u32,
+    generation: u64,
+}
+
+/// What a headers/body/trailers callback decided, read right after it returned.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) action: Action,
+    pub(crate) local_reply: Option<LocalReply>,
+    pub(crate) reset: bool,
+    /// The map after the callback (headers or trailers; empty for bodies).
+    pub(crate) headers: HeaderList,
+    /// Body bytes to forward now (body callbacks).
+    pub(crate) body: Option<Vec<u8>>,
+    /// Set when the filter paused without replying: fires when it resumes, resets or replies.
+    pub(crate) waiter: Option<oneshot::Receiver<()>>,
+}
+
+/// The thread-side owner of a VM.
+pub(crate) struct Worker {
+    index: usize,
+    compiled: Arc<Compiled>,
+    shared: Arc<Shared>,
+    vm: Option<Vm>,
+    generation: u64,
+}
+
+impl Worker {
+    fn reload(&mut self, cause: &Error) {
+        self.shared.log(
+            Level::Error,
+            format!("worker {}: {cause}; reloading the VM", self.index),
+        );
+        self.vm = None;
+        self.generation += 1;
+        match Vm::new(&self.compiled, &self.shared) {
+            Ok(vm) => self.vm = Some(vm),
+            Err(e) => self.shared.log(
+                Level::Error,
+                format!("worker {}: cannot reload the VM: {e}", self.index),
+            ),
+        }
+    }
+
+    fn with_vm<R>(&mut self, f: impl FnOnce(&mut Vm) -> Result<R, Error>) -> Result<R, Error> {
+        if self.vm.is_none() {
+            self.reload(&Error::VmUnavailable);
+        }
+        let vm = self.vm.as_mut().ok_or(Error::VmUnavailable)?;
+        match f(vm) {
+            Err(e @ Error::Trap { .. }) => {
+                self.reload(&e);
+                Err(e)
+            }
+            r => r,
+        }
+    }
+
+    fn with_ctx<R>(
+        &mut self,
+        ctx: Ctx,
+        f: impl FnOnce(&mut Vm, u32) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        if ctx.generation != self.generation {
+            return Err(Error::ContextLost(ctx.id));
+        }
+        self.with_vm(|vm| f(vm, ctx.id))
+    }
+
+    /// Creates an HTTP context.
+    pub(crate) fn create(&mut self, info: StreamInfo) -> Result<Ctx, Error> {
+        let id = self.with_vm(|vm| vm.create_http_context(info))?;
+        Ok(Ctx {
+            id,
+            generation: self.generation,
+        })
+    }
+
+    fn outcome(
+        vm: &mut Vm,
+        id: u32,
+        direction: Direction,
+        action: Action,
+        body: Option<Vec<u8>>,
+        trailers: bool,
+    ) -> Result<Outcome, Error> {
+        let stream = vm.stream_mut(id)?;
+        let local_reply = stream.local_reply.take();
+        let resumed = match direction {
+            Direction::Request => stream.request_resumed,
+            Direction::Response => stream.response_resumed,
+        };
+        let waiter = (action == Action::Pause
+            && local_reply.is_none()
+            && !stream.reset
+            && !resumed
+            && body.is_none())
+        .then(|| {
+            let (tx, rx) = oneshot::channel();
+            stream.waiter = Some(tx);
+            rx
+        });
+        let headers = match (direction, trailers) {
+            (Direction::Request, false) => stream.request_headers.clone(),
+            (Direction::Request, true) => stream.request_trailers.clone(),
+            (Direction::Response, false) => stream.response_headers.clone(),
+            (Direction::Response, true) => stream.response_trailers.clone(),
+        };
+        Ok(Outcome {
+            action: if resumed { Action::Continue } else { action },
+            local_reply,
+            reset: stream.reset,
+            headers,
+            body,
+            waiter,
+        })
+    }
+
+    /// Runs the headers callback and reads its outcome.
+    pub(crate) fn headers(
+        &mut self,
+        ctx: Ctx,
+        direction: Direction,
+        headers: HeaderList,
+        end_of_stream: bool,
+    ) -> Result<Outcome, Error> {
+        self.with_ctx(ctx, |vm, id| {
+            let action = vm.headers(id, direction, headers, end_of_stream)?;
+            Self::outcome(vm, id, direction, action, None, false)
+        })
+    }
+
+    /// Re-reads the state of a paused stream after its waiter fired.
+    pub(crate) fn resumed(&mut self, ctx: Ctx, direction: Direction) -> Result<Outcome, Error> {
+        self.with_ctx(ctx, |vm, id| {
+            Self::outcome(vm, id, direction, Action::Pause, None, false)
+        })
+    }
+
+    /// Runs a body callback.
+    pub(crate) fn body(
+        &mut self,
+        ctx: Ctx,
+        direction: Direction,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Outcome, Error> {
+        self.with_ctx(ctx, |vm, id| {
+            let (action, forward) = vm.body(id, direction, chunk, end_of_stream)?;
+            let mut outcome = Self::outcome(vm, id, direction, action, Some(Vec::new()), false)?;
+            outcome.body = forward;
+            outcome.headers = HeaderList::new();
+            Ok(outcome)
+        })
+    }
+
+    /// Runs a trailers callback.
+    pub(crate) fn trailers(
+        &mut self,
+        ctx: Ctx,
+        direction: Direction,
+        trailers: HeaderList,
+    ) -> Result<Outcome, Error> {
+        self.with_ctx(ctx, |vm, id| {
+            let action = vm.trailers(id, direction, trailers)?;
+            Self::outcome(vm, id, direction, action, Some(Vec::new()), true)
+        })
+    }
+
+    /// `proxy_on_log` only.
+    pub(crate) fn log(&mut self, ctx: Ctx) -> Result<(), Error> {
+        self.with_ctx(ctx, |vm, id| vm.log(id))
+    }
+
+    /// `proxy_on_done` + `proxy_on_delete`.
+    pub(crate) fn done(&mut self, ctx: Ctx) -> Result<(), Error> {
+        self.with_ctx(ctx, |vm, id| vm.done(id))
+    }
+
+    /// `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`: the end of a request.
+    pub(crate) fn finish(&mut self, ctx: Ctx) {
+        let r = self.log(ctx).and_then(|()| self.done(ctx));
+        match r {
+            Ok(()) | Err(Error::ContextLost(_) | Error::Trap { .. } | Error::VmUnavailable) => {}
+            Err(e) => self
+                .shared
+                .log(Level::Warn, format!("worker {}: {e}", self.index)),
+        }
+    }
+
+    /// A copy of a context's header map.
+    pub(crate) fn map(&mut self, ctx: Ctx, direction: Direction) -> Result<HeaderList, Error> {
+        self.with_ctx(ctx, |vm, id| {
+            let s = vm.stream(id).ok_or(Error::UnknownContext(id))?;
+            Ok(match direction {
+                Direction::Request => s.request_headers.clone(),
+                Direction::Response => s.response_headers.clone(),
+            })
+        })
+    }
+
+    /// `proxy_on_tick` now.
+    pub(crate) fn tick(&mut self) -> Result<(), Error> {
+        self.with_vm(Vm::tick)
+    }
+
+    fn tick_period(&self) -> Option<Duration> {
+        self.vm.as_ref().and_then(Vm::tick_period)
+    }
+}
+
+/// The sending side of a worker; cloning it shares the worker.
+#[derive(Clone)]
+pub(crate) struct WorkerHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl WorkerHandle {
+    /// Starts worker `index` and waits until its VM has started and been configured.
+    ///
+    /// # Errors
+    /// Whatever [`Vm::new`] reports, or [`Error::Thread`].
+    pub(crate) fn spawn(
+        index: usize,
+        compiled: Arc<Compiled>,
+        shared: Arc<Shared>,
+    ) -> Result<Self, Error> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), Error>>(1);
+        std::thread::Builder::new()
+            .name(format!("test-host-vm-{index}"))
+            .spawn(move || {
+                let vm = match Vm::new(&compiled, &shared) {
+                    Ok(vm) => vm,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                let mut worker = Worker {
+                    index,
+                    compiled,
+                    shared,
+                    vm: Some(vm),
+                    generation: 0,
+                };
+                run(&mut worker, &rx);
+            })
+            .map_err(|e| Error::Thread(e.to_string()))?;
+        ready_rx.recv().map_err(|_| Error::WorkerGone)??;
+        Ok(Self { tx })
+    }
+
+    /// Queues `f` on the worker without waiting.
+    pub(crate) fn post(&self, f: impl FnOnce(&mut Worker) + Send + 'static) {
+        let _ = self.tx.send(Box::new(f));
+    }
+
+    /// Runs `f` on the worker and awaits its result (for async callers).
+    ///
+    /// # Errors
+    /// [`Error::WorkerGone`] when the worker thread has stopped.
+    pub(crate) async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Worker) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Box::new(move |w| {
+                let _ = tx.send(f(w));
+            }))
+            .map_err(|_| Error::WorkerGone)?;
+        rx.await.map_err(|_| Error::WorkerGone)
+    }
+
+    /// Runs `f` on the worker and blocks until it is done (for synchronous callers; fine inside
+    /// an async test too, the guest never runs on the caller's thread).
+    ///
+    /// # Errors
+    /// [`Error::WorkerGone`] when the worker thread has stopped.
+    pub(crate) fn call_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Worker) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tx
+            .send(Box::new(move |w| {
+                let _ = tx.send(f(w));
+            }))
+            .map_err(|_| Error::WorkerGone)?;
+        rx.recv().map_err(|_| Error::WorkerGone)
+    }
+}
+
+fn run(worker: &mut Worker, rx: &mpsc::Receiver<Job>) {
+    let mut next_tick: Option<(Duration, Instant)> = None;
+    loop {
+        next_tick = match (worker.tick_period(), next_tick) {
+            (Some(p), Some((q, at))) if p == q => Some((q, at)),
+            (Some(p), _) => Some((p, Instant::now() + p)),
+            (None, _) => None,
+        };
+        let job = match next_tick {
+            Some((_, at)) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        match job {
+            Ok(job) => job(worker),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some((p, _)) = next_tick {
+                    next_tick = Some((p, Instant::now() + p));
+                }
+                let _ = worker.tick();
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
