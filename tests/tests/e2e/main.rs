@@ -6,5 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod differential;
 mod envoy;
 mod util;

@@ -1,0 +1,204 @@
+//! The same filter behind either proxy: the real Envoy binary or the test
+//! host. The differential tests run each scenario once per [`Proxy`] and
+//! compare what the filter did.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use test_host::{Host, HostBuilder, LogSource};
+
+use crate::{Envoy, EnvoyBuilder, SECRET, default_config, wasm};
+
+/// The test host on a runtime of its own, so tests can use blocking clients.
+pub struct HostProxy {
+    host: Option<Host>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl HostProxy {
+    /// Starts the test host in front of `upstream`.
+    ///
+    /// # Errors
+    /// What [`HostBuilder::start`] refuses (e.g. the filter rejecting its
+    /// configuration).
+    pub fn start(builder: HostBuilder) -> Result<HostProxy, test_host::Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let host = runtime.block_on(builder.start())?;
+        Ok(HostProxy {
+            host: Some(host),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The running host.
+    pub fn host(&self) -> &Host {
+        self.host.as_ref().unwrap()
+    }
+}
+
+impl Drop for HostProxy {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            let _guard = rt.enter();
+            drop(self.host.take());
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A test-host builder set up like [`EnvoyBuilder::new`]: the product
+/// filter, the default test configuration, in front of `upstream`.
+pub fn host_builder(upstream: SocketAddr) -> HostBuilder {
+    HostBuilder::new(wasm("jwt_filter"))
+        .plugin_config(default_config().into_bytes())
+        .upstream(upstream)
+        .workers(1)
+        .echo_logs(false)
+}
+
+/// One proxy with the filter in it.
+pub enum Proxy {
+    /// The real Envoy binary.
+    Envoy(Envoy),
+    /// The wasmtime test host.
+    Host(HostProxy),
+}
+
+/// How to start both proxies the same way.
+#[derive(Clone)]
+pub struct Setup {
+    /// The upstream.
+    pub upstream: SocketAddr,
+    /// Plugin configuration (JSON).
+    pub config: String,
+    /// Worker threads (Envoy `--concurrency`, test-host workers).
+    pub workers: usize,
+    /// The module (default: the product filter).
+    pub wasm: PathBuf,
+}
+
+impl Setup {
+    /// The product filter with the default configuration and one worker.
+    pub fn new(upstream: SocketAddr) -> Setup {
+        Setup {
+            upstream,
+            config: default_config(),
+            workers: 1,
+            wasm: wasm("jwt_filter"),
+        }
+    }
+
+    /// Envoy, then the test host, both set up alike.
+    pub fn both(&self) -> [Proxy; 2] {
+        [self.envoy(), self.host()]
+    }
+
+    /// Envoy set up like this.
+    pub fn envoy(&self) -> Proxy {
+        Proxy::Envoy(
+            EnvoyBuilder::new(self.upstream)
+                .wasm(self.wasm.clone())
+                .config(self.config.clone())
+                .concurrency(self.workers)
+                .start(),
+        )
+    }
+
+    /// The test host set up like this.
+    pub fn host(&self) -> Proxy {
+        let builder = HostBuilder::new(self.wasm.clone())
+            .plugin_config(self.config.clone().into_bytes())
+            .upstream(self.upstream)
+            .workers(self.workers)
+            .echo_logs(false);
+        Proxy::Host(HostProxy::start(builder).unwrap())
+    }
+}
+
+impl Proxy {
+    /// `"envoy"` or `"test-host"`, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Proxy::Envoy(_) => "envoy",
+            Proxy::Host(_) => "test-host",
+        }
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Proxy::Envoy(e) => e.addr(),
+            Proxy::Host(h) => h.host().local_addr(),
+        }
+    }
+
+    /// The filter's own log lines, in order.
+    pub fn filter_log(&self) -> Vec<String> {
+        match self {
+            Proxy::Envoy(e) => e
+                .filter_log()
+                .into_iter()
+                // Envoy prefixes the plugin name, root id and (per request) vm id.
+                .map(|l| {
+                    l.rsplit_once("jwt_proxy: ")
+                        .map_or(l.clone(), |(_, m)| m.to_owned())
+                })
+                .collect(),
+            Proxy::Host(h) => h
+                .host()
+                .logs()
+                .into_iter()
+                .filter(|r| r.source == LogSource::Filter)
+                .map(|r| r.message)
+                .collect(),
+        }
+    }
+
+    /// Waits (at most 5 s) until `n` filter log lines contain `needle`.
+    pub fn wait_for_lines(&self, needle: &str, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let lines: Vec<String> = self
+                .filter_log()
+                .into_iter()
+                .filter(|l| l.contains(needle))
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: {} of {n} log lines with {needle:?}: {:?}",
+                self.name(),
+                lines.len(),
+                self.filter_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Everything either proxy wrote, for secret scanning.
+    pub fn all_output(&self) -> String {
+        match self {
+            Proxy::Envoy(e) => e.log(),
+            Proxy::Host(h) => h
+                .host()
+                .logs()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+/// Whether `text` carries the test key in any form.
+pub fn leaks_key(text: &str) -> bool {
+    text.contains(SECRET) || text.contains(&SECRET[..32])
+}
