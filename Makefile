@@ -1,6 +1,6 @@
 # jwt-proxy-wasm. `make help` lists the targets.
 HTTP_PORT ?= 8080
-ADMIN_PORT ?= 9901
+ADMIN_PORT ?=
 ECHO_PORT ?= 8081
 UPSTREAM ?=
 export HTTP_PORT ADMIN_PORT ECHO_PORT UPSTREAM
@@ -10,7 +10,7 @@ WASM_DIR := target/$(WASM_TARGET)/release
 FILTER_WASM := $(WASM_DIR)/jwt_filter.wasm
 CARGO ?= cargo
 
-.PHONY: help build wasm fixtures toolchain envoy run run-host test lint validate up down bench soak clean
+.PHONY: help build wasm fixtures toolchain envoy echo-upstream run run-host test lint validate up down bench soak clean
 
 help:
 	@echo "make build      the filter (.wasm, release) and the host binaries"
@@ -34,13 +34,18 @@ fixtures: toolchain
 build: wasm
 	$(CARGO) build --release -p echo-upstream -p test-host
 
+echo-upstream:
+	$(CARGO) build --release -p echo-upstream
+
 envoy:
 	@envoy/find-envoy.sh >/dev/null
 
-run: build envoy
+# `run` builds only what it runs (the test host takes minutes to build cold).
+run: wasm echo-upstream envoy
 	envoy/run.sh
 
-run-host: build
+run-host: wasm echo-upstream
+	$(CARGO) build --release -p test-host
 	envoy/run-host.sh
 
 test: wasm fixtures envoy
