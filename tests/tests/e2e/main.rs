@@ -8,4 +8,5 @@
 
 mod differential;
 mod envoy;
+mod soak;
 mod util;
