@@ -8,5 +8,6 @@
 
 mod differential;
 mod envoy;
+mod faults;
 mod soak;
 mod util;
