@@ -9,5 +9,6 @@
 mod differential;
 mod envoy;
 mod faults;
+mod hostile;
 mod soak;
 mod util;
