@@ -1,0 +1,303 @@
+//! Property tests (issue 5) of the filter's plain-Rust modules, natively:
+//! configuration parsing on arbitrary bytes and arbitrary JSON objects, the
+//! signer on arbitrary clocks, nonces and users (checked with the
+//! `jsonwebtoken` crate), the status page on arbitrary figures, and the
+//! secret hygiene of every `Debug` and error text.
+//!
+//! Case count: `PROPTEST_CASES` (proptest's default, 256, in `make test`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use jwt_filter::config::{Config, MAX_USER_LEN, MIN_KEY_LEN, RawConfig};
+use jwt_filter::jwt::{NONCE_LEN, Signer, utc_date};
+use jwt_filter::status::{Figures, rfc3339, wants_html};
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+const SECRET: &str = "a9ddbcaba8c0ac1a0a812dc0c2f08514b23f2db0a68343cb8199ebb38a6d91e4ebfb378e22ad39c2d01d0b4ec9c34aa91056862ddace3fbbd6852ee60c36acbf";
+
+/// Every field the configuration knows.
+const FIELDS: [&str; 13] = [
+    "secret",
+    "secret_env",
+    "secret_encoding",
+    "header",
+    "sign_methods",
+    "user",
+    "user_header",
+    "status_path",
+    "ttl_seconds",
+    "issuer",
+    "audience",
+    "key_id",
+    "log_requests",
+];
+
+/// Latest second with a four-digit year (9999-12-31T23:59:59Z).
+const LAST_SECOND: u64 = 253_402_300_799;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// Arbitrary JSON values, a few levels deep.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        ".{0,80}".prop_map(Value::String),
+        Just(Value::String(SECRET.to_owned())),
+        Just(Value::String("POST".to_owned())),
+        Just(Value::String("hex".to_owned())),
+        Just(Value::String("/status".to_owned())),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,12}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Arbitrary configuration objects: mostly known fields (with values of any
+/// type), sometimes unknown ones, sometimes a valid secret.
+fn config_object() -> impl Strategy<Value = Map<String, Value>> {
+    let key = prop_oneof![
+        8 => prop::sample::select(FIELDS.to_vec()).prop_map(str::to_owned),
+        1 => "[a-z_]{1,12}",
+    ];
+    (
+        prop::collection::btree_map(key, json_value(), 0..8),
+        any::<bool>(),
+    )
+        .prop_map(|(fields, with_secret)| {
+            let mut map: Map<String, Value> = fields.into_iter().collect();
+            if with_secret {
+                map.insert("secret".into(), json!(SECRET));
+            }
+            map
+        })
+}
+
+/// An error names a field: a known one (possibly with a path into it, e.g.
+/// `sign_methods[0]`), an unknown key of the document, or the document.
+fn names_a_field(field: &str, doc: Option<&Map<String, Value>>) -> bool {
+    let base = field.split(['[', '.']).next().unwrap_or("");
+    field == "configuration"
+        || FIELDS.contains(&base)
+        || doc.is_some_and(|d| d.contains_key(field) && !FIELDS.contains(&field))
+}
+
+fn verify(token: &str, key: &[u8]) -> Value {
+    let mut v = Validation::new(Algorithm::HS512);
+    v.required_spec_claims.clear();
+    v.validate_exp = false;
+    v.validate_aud = false;
+    v.validate_nbf = false;
+    decode::<Value>(token, &DecodingKey::from_secret(key), &v)
+        .unwrap_or_else(|e| panic!("token does not verify: {e}"))
+        .claims
+}
+
+fn config(extra: &str) -> Config {
+    Config::parse(
+        format!(r#"{{"secret":"{SECRET}"{extra}}}"#).as_bytes(),
+        no_env,
+    )
+    .unwrap()
+}
+
+proptest! {
+    #[test]
+    fn parse_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        if let Err(e) = Config::parse(&bytes, no_env) {
+            prop_assert!(!e.field.is_empty());
+            prop_assert!(!e.reason.is_empty());
+            prop_assert!(e.to_string().contains(&format!("`{}`", e.field)), "{}", e);
+        }
+    }
+
+    #[test]
+    fn parse_never_panics_on_json_like_text(text in r#"[{}\[\]":,a-z_0-9 \\.-]{0,200}"#) {
+        if let Err(e) = Config::parse(text.as_bytes(), no_env) {
+            prop_assert!(!e.field.is_empty());
+        }
+    }
+
+    #[test]
+    fn errors_on_arbitrary_objects_name_a_field(
+        doc in config_object(),
+        env in prop::option::of(".{0,140}"),
+    ) {
+        let bytes = serde_json::to_vec(&Value::Object(doc.clone())).unwrap();
+        let env_fn = |name: &str| (name == "JWT_SECRET").then(|| env.clone()).flatten();
+        match Config::parse(&bytes, env_fn) {
+            Ok(c) => {
+                prop_assert!(c.key.len() >= MIN_KEY_LEN);
+                prop_assert!(!c.sign_methods.is_empty());
+                prop_assert!(c.status_path.starts_with('/'));
+                prop_assert!(c.header.bytes().all(|b| !b.is_ascii_uppercase()));
+                // A valid configuration makes a working signer.
+                prop_assert!(Signer::new(&c).is_ok());
+            }
+            Err(e) => {
+                prop_assert!(
+                    names_a_field(&e.field, Some(&doc)),
+                    "error does not name a field: {e} (document {doc:?})"
+                );
+                let text = e.to_string();
+                prop_assert!(!text.contains(SECRET), "the key is in the error: {text}");
+                if let Some(v) = env.as_deref().filter(|v| v.len() >= 16) {
+                    prop_assert!(!text.contains(v), "the env key is in the error: {text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn signed_tokens_verify_and_the_user_round_trips(
+        iat in prop_oneof![0..=LAST_SECOND, any::<u64>()],
+        nonce in any::<[u8; NONCE_LEN]>(),
+        user in prop_oneof![".{0,64}", any::<String>(), Just("\"\\\r\n\0\u{7f}\u{fffd}".to_owned())],
+        ttl in prop::option::of(1..=u64::MAX),
+        issuer in prop::option::of(".{1,20}"),
+        key_id in prop::option::of(".{1,20}"),
+    ) {
+        let mut c = config("");
+        c.ttl_seconds = ttl;
+        c.issuer = issuer.clone();
+        c.audience = issuer.clone();
+        c.key_id = key_id.clone();
+        let signer = Signer::new(&c).unwrap();
+        match signer.sign(iat, &nonce, &user) {
+            Err(_) => prop_assert!(iat > LAST_SECOND, "refused a signable time {iat}"),
+            Ok(signed) => {
+                prop_assert!(iat <= LAST_SECOND);
+                let header = decode_header(&signed.token).unwrap();
+                prop_assert_eq!(header.alg, Algorithm::HS512);
+                prop_assert_eq!(header.kid, key_id);
+                let claims = verify(&signed.token, SECRET.as_bytes());
+                prop_assert_eq!(&claims["payload"]["user"], &json!(user));
+                prop_assert_eq!(&claims["jti"], &json!(hex_lower(&nonce)));
+                prop_assert_eq!(&signed.jti, &hex_lower(&nonce));
+                prop_assert_eq!(&claims["iat"], &json!(iat));
+                prop_assert_eq!(&claims["payload"]["date"], &json!(utc_date(iat).unwrap()));
+                if let Some(ttl) = ttl {
+                    prop_assert_eq!(&claims["exp"], &json!(iat.saturating_add(ttl)));
+                }
+                if let Some(i) = &issuer {
+                    prop_assert_eq!(&claims["iss"], &json!(i));
+                    prop_assert_eq!(&claims["aud"], &json!(i));
+                }
+                // Another key never verifies it.
+                let mut v = Validation::new(Algorithm::HS512);
+                v.required_spec_claims.clear();
+                v.validate_exp = false;
+                prop_assert!(decode::<Value>(&signed.token, &DecodingKey::from_secret(&[7; 64]), &v).is_err());
+                // Debug never shows the token.
+                prop_assert!(!format!("{signed:?}").contains(&signed.token), "Debug shows the token");
+            }
+        }
+    }
+
+    #[test]
+    fn user_header_sized_values_sign(user in prop::collection::vec(any::<u8>(), 0..=MAX_USER_LEN)) {
+        // What the filter does with a header value: lossy UTF-8, then sign.
+        let user = String::from_utf8_lossy(&user).into_owned();
+        let signed = Signer::new(&config("")).unwrap().sign(1_795_435_200, &[0; NONCE_LEN], &user).unwrap();
+        prop_assert_eq!(&verify(&signed.token, SECRET.as_bytes())["payload"]["user"], &json!(user));
+    }
+
+    #[test]
+    fn dates_are_iso_and_match_rfc3339(secs in 0..=LAST_SECOND) {
+        let date = utc_date(secs).unwrap();
+        prop_assert_eq!(date.len(), 10);
+        let stamp = rfc3339(secs);
+        prop_assert!(stamp.starts_with(&date) && stamp.ends_with('Z') && stamp.len() == 20, "{}", stamp);
+    }
+
+    #[test]
+    fn status_page_never_panics_and_shows_the_figures(
+        started in any::<u64>(),
+        now in any::<u64>(),
+        processed in any::<u64>(),
+        signed in any::<u64>(),
+        accept in prop::option::of(".{0,60}"),
+    ) {
+        let f = Figures { started_at_nanos: started, now_nanos: now, requests_processed: processed, requests_signed: signed };
+        let v: Value = serde_json::from_str(&f.to_json()).unwrap();
+        prop_assert_eq!(&v["status"], &json!("ok"));
+        prop_assert_eq!(&v["requests_processed"], &json!(processed));
+        prop_assert_eq!(&v["requests_signed"], &json!(signed));
+        prop_assert!(v["uptime_seconds"].as_f64().unwrap() >= 0.0);
+        prop_assert_eq!(v["started_at"].as_str().unwrap().len(), 20);
+        let html = f.to_html();
+        prop_assert!(
+            html.contains(&format!(">{processed}<")) && html.contains(&format!(">{signed}<")),
+            "{}",
+            html
+        );
+        let _ = wants_html(accept.as_deref());
+        let _ = rfc3339(started);
+    }
+
+    #[test]
+    fn config_debug_never_shows_the_key(key in "[!-~]{64,130}", hex in any::<bool>()) {
+        let key = if hex { hex_lower(key.as_bytes()) } else { key };
+        let encoding = if hex { "hex" } else { "utf8" };
+        let doc = json!({"secret": key, "secret_encoding": encoding}).to_string();
+        let c = Config::parse(doc.as_bytes(), no_env).unwrap();
+        let debug = format!("{c:?}");
+        prop_assert!(!debug.contains(&key), "{}", debug);
+        prop_assert!(!debug.contains(&hex_lower(&c.key)), "{}", debug);
+        prop_assert!(debug.contains("<redacted"));
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `RawConfig` is public and derives `Debug`: printing it (e.g. a
+/// `log::debug!("{raw:?}")` added later) would print the key.
+#[test]
+fn raw_config_debug_never_shows_the_key() {
+    let raw: RawConfig = serde_json::from_str(&format!(r#"{{"secret":"{SECRET}"}}"#)).unwrap();
+    let debug = format!("{raw:?}");
+    assert!(
+        !debug.contains(SECRET),
+        "RawConfig's Debug prints the secret: {debug}"
+    );
+}
+
+/// Errors about a bad key say what is wrong without quoting the key.
+#[test]
+fn key_errors_never_quote_the_key() {
+    let cases = [
+        json!({"secret": "short secret text"}),
+        json!({"secret": format!("{}zz", &SECRET[..126]), "secret_encoding": "hex"}),
+        json!({"secret": &SECRET[..127], "secret_encoding": "hex"}),
+        json!({"secret": &SECRET[..100], "secret_encoding": "hex"}),
+        json!({"secret": SECRET, "colour": "red"}),
+        json!({"secret": SECRET, "header": "bad header"}),
+        json!({"secret": SECRET, "sign_methods": []}),
+    ];
+    for doc in cases {
+        let secret = doc["secret"].as_str().unwrap().to_owned();
+        let e = Config::parse(doc.to_string().as_bytes(), no_env).unwrap_err();
+        for text in [e.to_string(), format!("{e:?}")] {
+            assert!(!text.contains(&secret), "the key is quoted: {text}");
+            assert!(
+                !text.contains(&secret[..16]),
+                "part of the key is quoted: {text}"
+            );
+        }
+    }
+}
