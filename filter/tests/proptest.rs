@@ -301,3 +301,22 @@ fn key_errors_never_quote_the_key() {
         }
     }
 }
+
+/// Found by `errors_on_arbitrary_objects_name_a_field`: a key pasted into
+/// `secret_env` (an easy slip) is quoted whole in the refusal, which Envoy logs.
+#[test]
+fn a_key_pasted_into_secret_env_is_not_quoted_in_the_error() {
+    let doc = json!({ "secret_env": SECRET }).to_string();
+    let e = Config::parse(doc.as_bytes(), no_env).unwrap_err();
+    assert_eq!(e.field, "secret");
+    assert!(!e.to_string().contains(SECRET), "the key is quoted: {e}");
+}
+
+/// Found by `parse_never_panics_on_json_like_text`: an empty key (`{"":1}`)
+/// gives an error whose field is the empty string, so the log line names no
+/// field (``).
+#[test]
+fn an_empty_field_name_is_still_named_in_the_error() {
+    let e = Config::parse(br#"{"":1}"#, no_env).unwrap_err();
+    assert!(!e.field.is_empty(), "no field named: {e}");
+}
