@@ -85,13 +85,19 @@ pub enum Error {
         reason: String,
     },
     /// `proxy_on_vm_start` returned false.
-    #[error("the filter refused to start: proxy_on_vm_start returned false (see the filter's log)")]
-    VmStartFailed,
+    #[error("the filter refused to start: proxy_on_vm_start returned false; filter log: {log}")]
+    VmStartFailed {
+        /// The filter's warning and error lines logged during start, joined with ` | `.
+        log: String,
+    },
     /// `proxy_on_configure` returned false.
     #[error(
-        "the filter rejected its configuration: proxy_on_configure returned false (see the filter's log)"
+        "the filter rejected its configuration: proxy_on_configure returned false; filter log: {log}"
     )]
-    ConfigureFailed,
+    ConfigureFailed {
+        /// The filter's warning and error lines logged during start, joined with ` | `.
+        log: String,
+    },
     /// The guest trapped (or panicked) in a callback.
     #[error("the filter trapped in {callback}: {message}")]
     Trap {
@@ -337,7 +343,8 @@ impl HostBuilder {
     ///
     /// # Errors
     /// Unreadable or invalid wasm, an unknown import, a trap during start, or the filter
-    /// refusing to start or configure ([`Error::VmStartFailed`], [`Error::ConfigureFailed`]).
+    /// refusing to start or configure ([`Error::VmStartFailed`], [`Error::ConfigureFailed`], whose message carries the
+    /// filter's own warning and error lines).
     pub fn instantiate(self) -> Result<Plugin, Error> {
         let (compiled, shared) = self.prepare()?;
         let worker = WorkerHandle::spawn(0, compiled, shared.clone())?;

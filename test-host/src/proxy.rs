@@ -90,7 +90,7 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         let ids = match shared.plugin.random {
-            Random::Seeded(seed) => StdRng::seed_from_u64(seed ^ 0x5eed_1d5),
+            Random::Seeded(seed) => StdRng::seed_from_u64(seed ^ 0x05ee_d1d5),
             Random::Os => StdRng::from_rng(&mut rand::rng()),
         };
         Arc::new(Self {

@@ -36,10 +36,11 @@ impl SharedData {
     /// an existing key. Every write gets a fresh non-zero token.
     pub(crate) fn set(&self, key: &[u8], value: &[u8], cas: u32) -> Status {
         let mut inner = lock(&self.inner);
-        if let Some((_, current)) = inner.entries.get(key) {
-            if cas != 0 && cas != *current {
-                return Status::CasMismatch;
-            }
+        if let Some((_, current)) = inner.entries.get(key)
+            && cas != 0
+            && cas != *current
+        {
+            return Status::CasMismatch;
         }
         inner.last_cas = match inner.last_cas.wrapping_add(1) {
             0 => 1,

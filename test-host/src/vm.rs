@@ -269,6 +269,22 @@ pub(crate) fn one_line(e: &wasmtime::Error) -> String {
         .join("; ")
 }
 
+/// The filter's warning-or-worse lines so far (for start failures), or a pointer to stderr.
+fn filter_complaints(shared: &Shared) -> String {
+    let lines: Vec<String> = shared
+        .logs
+        .records()
+        .into_iter()
+        .filter(|r| r.source != LogSource::Host && r.level >= Level::Warn)
+        .map(|r| r.message)
+        .collect();
+    if lines.is_empty() {
+        "(none captured; see the log output)".to_owned()
+    } else {
+        lines.join(" | ")
+    }
+}
+
 /// A compiled module, linked and ready to instantiate any number of times.
 pub(crate) struct Compiled {
     engine: Engine,
@@ -433,12 +449,16 @@ impl Vm {
         let vm_config = len32(shared.plugin.vm_configuration.len());
         let start = vm.cb.vm_start.clone();
         if vm.call(ROOT_ID, "proxy_on_vm_start", &start, (ROOT_ID, vm_config))? == Some(0) {
-            return Err(Error::VmStartFailed);
+            return Err(Error::VmStartFailed {
+                log: filter_complaints(shared),
+            });
         }
         let config = len32(shared.plugin.configuration.len());
         let configure = vm.cb.configure.clone();
         if vm.call(ROOT_ID, "proxy_on_configure", &configure, (ROOT_ID, config))? == Some(0) {
-            return Err(Error::ConfigureFailed);
+            return Err(Error::ConfigureFailed {
+                log: filter_complaints(shared),
+            });
         }
         Ok(vm)
     }
