@@ -10,5 +10,6 @@ mod differential;
 mod envoy;
 mod faults;
 mod hostile;
+mod hygiene;
 mod soak;
 mod util;
