@@ -73,3 +73,14 @@ clean:
 # ROUNDS=5 DURATION=10 (seconds per round) by default.
 bench: toolchain envoy
 	python3 tests/bench/bench.py
+
+# Soak (issue 5): SOAK_REQUESTS POSTs over SOAK_CONNECTIONS persistent
+# connections through Envoy + filter (release test build), stopping after
+# SOAK_MAX_SECONDS. `make test` runs the same test with 20,000.
+SOAK_REQUESTS ?= 1000000
+SOAK_CONNECTIONS ?= 64
+SOAK_MAX_SECONDS ?= 1800
+soak: wasm envoy
+	SOAK_REQUESTS=$(SOAK_REQUESTS) SOAK_CONNECTIONS=$(SOAK_CONNECTIONS) SOAK_MAX_SECONDS=$(SOAK_MAX_SECONDS) \
+	  ENVOY_BIN="$$(envoy/find-envoy.sh)" \
+	  $(CARGO) test --release -p jwt-proxy-tests --test e2e -- --exact soak::posts_are_all_signed_once --nocapture
