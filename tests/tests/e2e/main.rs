@@ -9,6 +9,7 @@
 mod differential;
 mod envoy;
 mod faults;
+mod hostcalls;
 mod hostile;
 mod hygiene;
 mod soak;
