@@ -230,6 +230,13 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Another Envoy config template (rendered by `envoy/render.sh` like
+    /// `envoy/envoy.yaml`).
+    pub fn template(mut self, path: PathBuf) -> Self {
+        self.template = path;
+        self
+    }
+
     /// Another wasm module.
     pub fn wasm(mut self, path: PathBuf) -> Self {
         self.wasm = path;

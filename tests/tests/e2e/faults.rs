@@ -534,3 +534,106 @@ fn aborted_uploads_leak_nothing_and_serving_goes_on() {
     assert_serves(&host, "aborted uploads");
     assert_all_signed("test-host", &upstream.seen()[before..]);
 }
+
+/// `envoy/envoy.yaml` with the panic fixture as a second Wasm filter (its
+/// own VM, FAIL_RELOAD) in front of the product filter.
+fn panic_chain_template() -> std::path::PathBuf {
+    let root = jwt_proxy_tests::root();
+    let yaml = std::fs::read_to_string(root.join("envoy/envoy.yaml")).unwrap();
+    let fixture = format!(
+        r#"          http_filters:
+          - name: panic_fixture
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: panic_fixture
+                root_id: panic_fixture
+                failure_policy: FAIL_RELOAD
+                reload_config:
+                  backoff: {{ base_interval: 0.1s, max_interval: 1s }}
+                vm_config:
+                  vm_id: panic_fixture
+                  runtime: envoy.wasm.runtime.v8
+                  code:
+                    local: {{ filename: {} }}
+"#,
+        wasm("panic_filter").display()
+    );
+    assert!(yaml.contains("          http_filters:\n"));
+    let chained = yaml.replacen("          http_filters:\n", &fixture, 1);
+    let dir = root.join("target/e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("panic-chain-{}.yaml", std::process::id()));
+    std::fs::write(&path, chained).unwrap();
+    path
+}
+
+#[test]
+fn panics_in_front_of_the_product_filter_never_let_an_unsigned_request_through() {
+    const PANICS: usize = 5;
+    let upstream = Faulty::start();
+    let envoy = EnvoyBuilder::new(upstream.addr)
+        .template(panic_chain_template())
+        .concurrency(2)
+        .start();
+    let proxy = Proxy::Envoy(envoy);
+    assert_serves(&proxy, "start");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = background_traffic(proxy.addr(), &stop);
+    for i in 0..PANICS {
+        std::thread::sleep(Duration::from_millis(150));
+        let resp = exchange(
+            proxy.addr(),
+            &post(&format!("/panic/{i}"), &["X-Fixture-Panic: 1"], b"{}"),
+        );
+        assert_eq!(resp.status, 503, "panic {i}: {}", resp.text());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let statuses: Vec<u16> = traffic
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    // Served again after the last panic, within a second.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while exchange(proxy.addr(), &post("/after", &[], b"{}")).status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not served a second after the panics"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let seen = upstream.seen();
+    let status_failed = statuses.iter().filter(|s| **s != 200).count();
+    eprintln!(
+        "chain: {PANICS} panics, {} background requests ({status_failed} not 200), {} reached the upstream",
+        statuses.len(),
+        seen.len()
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(seen.iter().all(|h| !h.path.starts_with("/panic")));
+    assert!(
+        seen.iter().all(|h| h.fixture_ok),
+        "a request skipped the fixture"
+    );
+    // Every request that reached the upstream went through the product
+    // filter: POSTs carry exactly one valid token, GETs none.
+    for h in &seen {
+        if h.path.starts_with("/bg/")
+            && h.path.rsplit('/').next().unwrap().parse::<u32>().unwrap() % 2 == 1
+        {
+            assert!(h.tokens.is_empty(), "{}: a GET was signed", h.path);
+        } else {
+            assert_eq!(h.tokens.len(), 1, "{}: {} tokens", h.path, h.tokens.len());
+            verify(&h.tokens[0], SECRET.as_bytes());
+        }
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&exchange(proxy.addr(), &bare("GET", "/status", &[])).body).unwrap();
+    assert_eq!(v["requests_processed"], seen.len() as u64, "{v}");
+}
