@@ -312,18 +312,17 @@ impl EnvoyBuilder {
                     std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default()
                 );
             }
-            if let Some(admin) = read_admin_addr(&dir) {
-                if let Some(addr) = listener_addr(admin) {
-                    if matches!(raw::blocking_get(admin, "/ready"), Some((200, _))) {
-                        return Envoy {
-                            child,
-                            dir,
-                            addr,
-                            admin,
-                            forbidden: vec![SECRET.to_owned()],
-                        };
-                    }
-                }
+            if let Some(admin) = read_admin_addr(&dir)
+                && let Some(addr) = listener_addr(admin)
+                && matches!(raw::blocking_get(admin, "/ready"), Some((200, _)))
+            {
+                return Envoy {
+                    child,
+                    dir,
+                    addr,
+                    admin,
+                    forbidden: vec![SECRET.to_owned()],
+                };
             }
             assert!(Instant::now() < deadline, "envoy not ready after 60 s");
             std::thread::sleep(Duration::from_millis(25));

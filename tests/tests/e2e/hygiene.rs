@@ -30,7 +30,7 @@ fn unhex(s: &str) -> Vec<u8> {
 fn key_forms(text: &str) -> Vec<Vec<u8>> {
     let mut forms = vec![
         text.as_bytes().to_vec(),
-        text[..32].as_bytes().to_vec(),
+        text.as_bytes()[..32].to_vec(),
         hex(text.as_bytes()).into_bytes(),
         hex(text.as_bytes()).to_uppercase().into_bytes(),
         STANDARD.encode(text).into_bytes(),

@@ -56,13 +56,11 @@ fn serve(mut stream: TcpStream, response: Option<&[u8]>, stop: &AtomicBool) {
         }
         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             buf.drain(..end + 4);
-            match response {
-                Some(r) => {
-                    if stream.write_all(r).is_err() {
-                        return;
-                    }
-                }
-                None => {} // stall: never answer
+            // With no response: stall, never answer.
+            if let Some(r) = response
+                && stream.write_all(r).is_err()
+            {
+                return;
             }
         }
     }
