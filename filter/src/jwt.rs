@@ -9,7 +9,6 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use serde::Serialize;
 use sha2::Sha512;
 
 use crate::config::Config;
@@ -59,43 +58,17 @@ impl fmt::Display for SignError {
 
 impl std::error::Error for SignError {}
 
-#[derive(Serialize)]
-struct Header<'a> {
-    alg: &'static str,
-    typ: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kid: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Claims<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    iss: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aud: Option<&'a str>,
-    iat: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exp: Option<u64>,
-    jti: &'a str,
-    payload: Payload<'a>,
-}
-
-#[derive(Serialize)]
-struct Payload<'a> {
-    user: &'a str,
-    date: &'a str,
-}
-
-/// Makes tokens for one configuration. The encoded JOSE header and the keyed
-/// HMAC state are computed once, here, not per request.
+/// Makes tokens for one configuration. Everything that does not change per
+/// request is computed once, here: the encoded JOSE header, the keyed HMAC
+/// state and the JSON text of the constant claims.
 #[derive(Clone)]
 pub struct Signer {
     /// `base64url(header)` followed by `.`.
     header_prefix: String,
     mac: Hmac<Sha512>,
     ttl_seconds: Option<u64>,
-    issuer: Option<String>,
-    audience: Option<String>,
+    /// `{` plus the `iss` and `aud` members, each followed by `,`.
+    claims_prefix: String,
 }
 
 impl Signer {
@@ -105,25 +78,52 @@ impl Signer {
     /// [`SignError::InvalidKey`] if the MAC refuses the key (HMAC accepts any
     /// length, so this does not happen with a validated [`Config`]).
     pub fn new(config: &Config) -> Result<Signer, SignError> {
-        let header = Header {
-            alg: "HS512",
-            typ: "JWT",
-            kid: config.key_id.as_deref(),
-        };
-        // Serializing a struct of strings cannot fail; fall back to the fixed
-        // header rather than panic in the guest.
-        let json = serde_json::to_vec(&header)
-            .unwrap_or_else(|_| br#"{"alg":"HS512","typ":"JWT"}"#.to_vec());
-        let mut header_prefix = URL_SAFE_NO_PAD.encode(json);
+        let mut header = String::from(r#"{"alg":"HS512","typ":"JWT""#);
+        if let Some(kid) = &config.key_id {
+            header.push_str(r#","kid":"#);
+            push_json_string(&mut header, kid);
+        }
+        header.push('}');
+        let mut header_prefix = URL_SAFE_NO_PAD.encode(header);
         header_prefix.push('.');
+        let mut claims_prefix = String::from("{");
+        for (name, value) in [("iss", &config.issuer), ("aud", &config.audience)] {
+            if let Some(value) = value {
+                claims_prefix.push('"');
+                claims_prefix.push_str(name);
+                claims_prefix.push_str("\":");
+                push_json_string(&mut claims_prefix, value);
+                claims_prefix.push(',');
+            }
+        }
         Ok(Signer {
             header_prefix,
             mac: <Hmac<Sha512> as Mac>::new_from_slice(&config.key)
                 .map_err(|_| SignError::InvalidKey)?,
             ttl_seconds: config.ttl_seconds,
-            issuer: config.issuer.clone(),
-            audience: config.audience.clone(),
+            claims_prefix,
         })
+    }
+
+    /// The claims as compact JSON, members in the order `iss`, `aud`, `iat`,
+    /// `exp`, `jti`, `payload` (the order PyJWT and serde keep).
+    fn claims(&self, iat: u64, jti: &str, user: &str, date: &str) -> String {
+        let mut json = String::with_capacity(self.claims_prefix.len() + 120 + user.len());
+        json.push_str(&self.claims_prefix);
+        json.push_str(r#""iat":"#);
+        push_u64(&mut json, iat);
+        if let Some(ttl) = self.ttl_seconds {
+            json.push_str(r#","exp":"#);
+            push_u64(&mut json, iat.saturating_add(ttl));
+        }
+        json.push_str(r#","jti":""#);
+        json.push_str(jti);
+        json.push_str(r#"","payload":{"user":"#);
+        push_json_string(&mut json, user);
+        json.push_str(r#","date":""#);
+        json.push_str(date);
+        json.push_str("\"}}");
+        json
     }
 
     /// Signs a token issued at `iat` (seconds since the epoch) for `user`,
@@ -133,16 +133,8 @@ impl Signer {
     /// [`SignError::TimeOutOfRange`] when `iat` has no calendar date.
     pub fn sign(&self, iat: u64, nonce: &[u8; NONCE_LEN], user: &str) -> Result<Signed, SignError> {
         let date = utc_date(iat)?;
-        let jti = hex::encode(nonce);
-        let claims = Claims {
-            iss: self.issuer.as_deref(),
-            aud: self.audience.as_deref(),
-            iat,
-            exp: self.ttl_seconds.map(|ttl| iat.saturating_add(ttl)),
-            jti: &jti,
-            payload: Payload { user, date: &date },
-        };
-        let json = serde_json::to_vec(&claims).map_err(|_| SignError::Claims)?;
+        let jti = hex_lower(nonce);
+        let json = self.claims(iat, &jti, user, &date);
 
         let mut token = String::with_capacity(self.header_prefix.len() + json.len() * 4 / 3 + 90);
         token.push_str(&self.header_prefix);
@@ -156,25 +148,109 @@ impl Signer {
     }
 }
 
+/// Lowercase hex of `bytes`.
+fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// Appends the decimal digits of `n` (no `std::fmt`: it is large in Wasm).
+pub fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
+    }
+}
+
+/// Appends `n` as exactly `width` decimal digits (zero-padded, truncated on
+/// the left if longer).
+fn push_padded(out: &mut String, n: u64, width: u32) {
+    let mut div = 10u64.pow(width.saturating_sub(1));
+    while div > 0 {
+        out.push(char::from(b'0' + (n / div % 10) as u8));
+        div /= 10;
+    }
+}
+
+/// Appends `s` as a JSON string, escaped exactly as `serde_json` does:
+/// `"` and `\`, the short forms `\b \f \n \r \t`, other control characters
+/// as `\u00XX`; everything else as is.
+pub fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if short.is_empty() {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(short);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day)
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 /// The UTC calendar date of `secs` since the epoch, as `YYYY-MM-DD`.
 ///
 /// # Errors
 /// [`SignError::TimeOutOfRange`] beyond the year 9999.
 pub fn utc_date(secs: u64) -> Result<String, SignError> {
-    let out_of_range = || SignError::TimeOutOfRange(secs);
-    let t = i64::try_from(secs).map_err(|_| out_of_range())?;
-    let date = time::OffsetDateTime::from_unix_timestamp(t)
-        .map_err(|_| out_of_range())?
-        .date();
-    if date.year() > 9999 {
-        return Err(out_of_range());
+    // 253402300800 is 10000-01-01T00:00:00Z.
+    if secs >= 253_402_300_800 {
+        return Err(SignError::TimeOutOfRange(secs));
     }
-    Ok(format!(
-        "{:04}-{:02}-{:02}",
-        date.year(),
-        u8::from(date.month()),
-        date.day()
-    ))
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let mut out = String::with_capacity(10);
+    push_padded(&mut out, year, 4);
+    out.push('-');
+    push_padded(&mut out, month, 2);
+    out.push('-');
+    push_padded(&mut out, day, 2);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -292,12 +368,42 @@ mod tests {
     }
 
     #[test]
+    fn json_strings_are_escaped_like_serde_json() {
+        for s in [
+            "",
+            "username",
+            "a\"b\\c",
+            "\r\n\t\u{8}\u{c}\0\u{1f}\u{7f}",
+            "é</script>\u{2028}",
+        ] {
+            let mut out = String::new();
+            push_json_string(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn claims_match_serde_json_with_every_optional_claim() {
+        let c = config(r#","ttl_seconds":300,"issuer":"g\"w","audience":"api""#);
+        let signer = Signer::new(&c).unwrap();
+        let json = signer.claims(1000, "ab", "u\n", "1970-01-01");
+        assert_eq!(
+            serde_json::from_str::<Value>(&json).unwrap(),
+            serde_json::json!({"iss": "g\"w", "aud": "api", "iat": 1000, "exp": 1300,
+                "jti": "ab", "payload": {"user": "u\n", "date": "1970-01-01"}})
+        );
+        assert!(json.starts_with(r#"{"iss":"#), "{json}");
+    }
+
+    #[test]
     fn dates_are_utc() {
         assert_eq!(utc_date(0).unwrap(), "1970-01-01");
         assert_eq!(utc_date(951_782_400).unwrap(), "2000-02-29");
         assert_eq!(utc_date(1_795_478_399).unwrap(), "2026-11-23");
         assert_eq!(utc_date(1_795_478_400).unwrap(), "2026-11-24");
         assert_eq!(utc_date(253_402_300_799).unwrap(), "9999-12-31");
+        assert_eq!(utc_date(4_107_542_400).unwrap(), "2100-03-01");
+        assert_eq!(utc_date(68_169_600).unwrap(), "1972-02-29");
         assert!(utc_date(253_402_300_800).is_err());
         assert!(utc_date(u64::MAX).is_err());
     }
