@@ -11,10 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
 use crate::config::{Config, MAX_USER_LEN};
-use crate::jwt::{NONCE_LEN, Signer};
+use crate::jwt::{NONCE_LEN, Signer, push_u64};
 use crate::status::{Figures, wants_html};
 
 /// Shared-data key holding the proxy's start time (u64 nanoseconds, little endian).
@@ -118,6 +118,7 @@ impl RootContext for Root {
             method: String::new(),
             path: String::new(),
             jti: None,
+            status: None,
         }))
     }
 
@@ -133,6 +134,8 @@ struct Request {
     method: String,
     path: String,
     jti: Option<String>,
+    /// The response status, once the response headers have been seen.
+    status: Option<u32>,
 }
 
 impl Context for Request {}
@@ -266,6 +269,9 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.status = self
+            .get_http_response_header(":status")
+            .and_then(|v| v.parse().ok());
         // Envoy strips hop-by-hop headers from requests, but on responses it
         // keeps the ones the upstream named in `Connection`: remove them here.
         if let Some(connection) = self.get_http_response_header("connection") {
@@ -289,22 +295,53 @@ impl HttpContext for Request {
         if !self.shared.config.log_requests {
             return;
         }
-        let status = self
-            .get_property(vec!["response", "code"])
-            .and_then(|b| b.try_into().ok().map(u64::from_le_bytes))
-            .map_or_else(|| "-".to_owned(), |c| c.to_string());
+        // The status seen in the response headers; a reply that never passed
+        // through them (a reset, ...) asks the host.
+        let status = self.status.map(u64::from).or_else(|| {
+            self.get_property(vec!["response", "code"])
+                .and_then(|b| b.try_into().ok().map(u64::from_le_bytes))
+        });
         let elapsed = self
             .get_current_time()
             .duration_since(self.started)
             .unwrap_or(Duration::ZERO);
         let path = self.path.split('?').next().unwrap_or("");
-        info!(
-            "{} {} {} jti={} {:.3}ms",
-            self.method,
-            path,
-            status,
-            self.jti.as_deref().unwrap_or("-"),
-            elapsed.as_secs_f64() * 1000.0
-        );
+        let line = request_line(&self.method, path, status, self.jti.as_deref(), elapsed);
+        // Straight to the host: the `log` facade would format the line again.
+        let _ = hostcalls::log(LogLevel::Info, &line);
     }
+}
+
+/// The per-request log line, `METHOD PATH STATUS jti=JTI 1.234ms`, built
+/// without `std::fmt` (large and slow in Wasm; this runs once per request).
+fn request_line(
+    method: &str,
+    path: &str,
+    status: Option<u64>,
+    jti: Option<&str>,
+    elapsed: Duration,
+) -> String {
+    let jti = jti.unwrap_or("-");
+    let mut line = String::with_capacity(method.len() + path.len() + jti.len() + 32);
+    line.push_str(method);
+    line.push(' ');
+    line.push_str(path);
+    line.push(' ');
+    match status {
+        Some(code) => push_u64(&mut line, code),
+        None => line.push('-'),
+    }
+    line.push_str(" jti=");
+    line.push_str(jti);
+    line.push(' ');
+    // Milliseconds with three decimals, rounded to the microsecond.
+    let micros = u64::try_from((elapsed.as_nanos() + 500) / 1000).unwrap_or(u64::MAX);
+    push_u64(&mut line, micros / 1000);
+    line.push('.');
+    let frac = micros % 1000;
+    for digit in [frac / 100, frac / 10 % 10, frac % 10] {
+        line.push(char::from(b'0' + digit as u8));
+    }
+    line.push_str("ms");
+    line
 }
