@@ -24,17 +24,13 @@ pub const PROCESSED_METRIC: &str = "jwt_proxy.requests_processed";
 /// Counter: requests forwarded with a token.
 pub const SIGNED_METRIC: &str = "jwt_proxy.requests_signed";
 
-/// Hop-by-hop headers (RFC 2616 section 13.5.1, RFC 7230 section 6.1) that a
-/// non-transparent proxy never forwards, besides those named in `Connection`.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// The hop-by-hop headers (RFC 2616 section 13.5.1, RFC 7230 section 6.1)
+/// that Envoy forwards unless a filter removes them. Measured with Envoy 1.40:
+/// it drops `Connection`, `Keep-Alive`, `Proxy-Connection` and `Upgrade` on
+/// both sides (and the headers a request's `Connection` names) and re-frames
+/// `Transfer-Encoding` itself; removing those here would only cost hostcalls.
+/// The test host strips the same set.
+const HOP_BY_HOP_KEPT_BY_ENVOY: [&str; 2] = ["te", "trailer"];
 
 /// What every request context of one VM shares.
 struct Shared {
@@ -246,10 +242,8 @@ impl HttpContext for Request {
 
         // A client never gets its own token through, signed request or not.
         self.set_http_request_header(&self.shared.config.header, None);
-        for name in HOP_BY_HOP {
-            if name != "transfer-encoding" {
-                self.set_http_request_header(name, None);
-            }
+        for name in HOP_BY_HOP_KEPT_BY_ENVOY {
+            self.set_http_request_header(name, None);
         }
 
         let action = if self.shared.config.signs(&self.method) {
@@ -283,10 +277,8 @@ impl HttpContext for Request {
                 self.set_http_response_header(&name.to_ascii_lowercase(), None);
             }
         }
-        for name in HOP_BY_HOP {
-            if name != "transfer-encoding" {
-                self.set_http_response_header(name, None);
-            }
+        for name in HOP_BY_HOP_KEPT_BY_ENVOY {
+            self.set_http_response_header(name, None);
         }
         Action::Continue
     }
