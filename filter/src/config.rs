@@ -14,8 +14,9 @@ use sha2::{Digest, Sha512};
 /// same size as the hash output or larger).
 pub const MIN_KEY_LEN: usize = 64;
 
-/// The plugin configuration as written, before validation.
-#[derive(Debug, Deserialize)]
+/// The plugin configuration as written, before validation. Its `Debug`
+/// shows `secret` as `<redacted>`.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// HMAC key text.
@@ -58,6 +59,39 @@ pub struct RawConfig {
     /// Whether to log one line per request.
     #[serde(default = "default_true")]
     pub log_requests: bool,
+}
+
+impl fmt::Debug for RawConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawConfig")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_env", &env_name_for_logs(&self.secret_env))
+            .field("secret_encoding", &self.secret_encoding)
+            .field("header", &self.header)
+            .field("sign_methods", &self.sign_methods)
+            .field("user", &self.user)
+            .field("user_header", &self.user_header)
+            .field("status_path", &self.status_path)
+            .field("ttl_seconds", &self.ttl_seconds)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("key_id", &self.key_id)
+            .field("log_requests", &self.log_requests)
+            .finish()
+    }
+}
+
+/// `secret_env`'s value as logs and errors show it: the name when it looks
+/// like a conventional variable name (`JWT_SECRET`: capitals, digits and `_`,
+/// at most 64), else `<secret_env>`, for a key pasted into the wrong field
+/// must not end up in a log line.
+fn env_name_for_logs(name: &str) -> &str {
+    let conventional = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if conventional { name } else { "<secret_env>" }
 }
 
 /// How the configured secret text turns into HMAC key bytes.
@@ -205,7 +239,7 @@ impl Config {
                         "secret",
                         format!(
                             "missing: set `secret` or the environment variable `{}`",
-                            raw.secret_env
+                            env_name_for_logs(&raw.secret_env)
                         ),
                     ));
                 }
@@ -308,7 +342,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let source = match &self.key_source {
             KeySource::Config => "secret".to_owned(),
-            KeySource::Env(name) => format!("env {name}"),
+            KeySource::Env(name) => format!("env {}", env_name_for_logs(name)),
         };
         f.debug_struct("Config")
             .field(
@@ -336,17 +370,50 @@ impl fmt::Debug for Config {
 /// Names the field a JSON error concerns: the path serde was at, or for an
 /// unknown field the field itself.
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
-    let reason = e.inner().to_string();
+    let reason = elide_long_quotes(&e.inner().to_string());
     let path = e.path().to_string();
     let unknown = reason
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next());
     let field = match (unknown, path.as_str()) {
+        (Some(""), _) => "(empty field name)".to_owned(),
         (Some(name), _) => name.to_owned(),
         (None, "." | "") => "configuration".to_owned(),
         (None, path) => path.to_owned(),
     };
     ConfigError { field, reason }
+}
+
+/// Longest quoted value an error message repeats. serde quotes the offending
+/// value (``unknown variant `...` ``, `invalid type: string "..."`): a key
+/// pasted into the wrong field must not reach the log through it.
+const MAX_QUOTED: usize = 24;
+
+/// Replaces every quoted value longer than [`MAX_QUOTED`] characters in a
+/// serde message by its length.
+fn elide_long_quotes(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(['`', '"']) {
+        let quote = rest[start..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..=start]);
+        let after = &rest[start + 1..];
+        let Some(len) = after.find(quote) else {
+            rest = after;
+            continue;
+        };
+        let quoted = &after[..len];
+        let chars = quoted.chars().count();
+        if chars > MAX_QUOTED {
+            out.push_str(&format!("<{chars} characters>"));
+        } else {
+            out.push_str(quoted);
+        }
+        out.push(quote);
+        rest = &after[len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// RFC 7230 `token`: what header names and methods are made of.
@@ -516,6 +583,16 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.field, "secret_env");
+    }
+
+    #[test]
+    fn long_quoted_values_are_elided_from_errors() {
+        let err = parse(&format!(r#"{{"secret_encoding":"{SECRET}"}}"#)).unwrap_err();
+        assert_eq!(err.field, "secret_encoding");
+        assert!(!err.reason.contains(&SECRET[..16]), "{err}");
+        assert!(err.reason.contains("`<128 characters>`"), "{err}");
+        assert!(err.reason.contains("expected `utf8` or `hex`"), "{err}");
+        assert_eq!(elide_long_quotes("a \"b\" `c"), "a \"b\" `c");
     }
 
     #[test]
