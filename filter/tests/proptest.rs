@@ -320,3 +320,31 @@ fn an_empty_field_name_is_still_named_in_the_error() {
     let e = Config::parse(br#"{"":1}"#, no_env).unwrap_err();
     assert!(!e.field.is_empty(), "no field named: {e}");
 }
+
+/// Found by `errors_on_arbitrary_objects_name_a_field` at 100,000 cases: a
+/// key pasted into any field the validation quotes is repeated whole in the
+/// refusal (which Envoy logs). Every field, each way it can be refused.
+#[test]
+fn a_key_pasted_into_any_field_is_not_quoted_in_the_error() {
+    let fields = [
+        json!({ "secret": SECRET, "status_path": SECRET }),
+        json!({ "secret": SECRET, "header": format!("{SECRET} x") }),
+        json!({ "secret": SECRET, "user_header": format!("{SECRET} x") }),
+        json!({ "secret": SECRET, "sign_methods": [format!("{SECRET} x")] }),
+        json!({ "secret": SECRET, "secret_env": "" , "status_path": format!("/{SECRET}?") }),
+        json!({ "secret": SECRET, "secret_encoding": SECRET }),
+        json!({ "secret": SECRET, "ttl_seconds": SECRET }),
+        json!({ "secret": SECRET, "log_requests": SECRET }),
+        json!({ "secret": SECRET, "user": [SECRET] }),
+        json!({ "secret_env": SECRET }),
+        json!({ SECRET: 1 }),
+    ];
+    let mut quoted = Vec::new();
+    for doc in fields {
+        let e = Config::parse(doc.to_string().as_bytes(), no_env).unwrap_err();
+        if e.to_string().contains(SECRET) || e.to_string().contains(&SECRET[..32]) {
+            quoted.push(e.to_string());
+        }
+    }
+    assert!(quoted.is_empty(), "the key is quoted: {quoted:#?}");
+}
