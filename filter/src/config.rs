@@ -282,15 +282,15 @@ impl Config {
         if let Some(bad) = raw.sign_methods.iter().find(|m| !is_token(m)) {
             return Err(ConfigError::new(
                 "sign_methods",
-                format!("{bad:?} is not an HTTP method"),
+                format!("{} is not an HTTP method", shown(bad)),
             ));
         }
         if !raw.status_path.starts_with('/') || raw.status_path.contains(['?', '#', ' ']) {
             return Err(ConfigError::new(
                 "status_path",
                 format!(
-                    "{:?} must be an absolute path without query",
-                    raw.status_path
+                    "{} must be an absolute path without query",
+                    shown(&raw.status_path)
                 ),
             ));
         }
@@ -377,6 +377,9 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
         .and_then(|rest| rest.split('`').next());
     let field = match (unknown, path.as_str()) {
         (Some(""), _) => "(empty field name)".to_owned(),
+        (Some(name), _) if name.chars().count() > MAX_QUOTED => {
+            format!("<unknown field of {} characters>", name.chars().count())
+        }
         (Some(name), _) => name.to_owned(),
         (None, "." | "") => "configuration".to_owned(),
         (None, path) => path.to_owned(),
@@ -388,6 +391,17 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
 /// value (``unknown variant `...` ``, `invalid type: string "..."`): a key
 /// pasted into the wrong field must not reach the log through it.
 const MAX_QUOTED: usize = 24;
+
+/// A value as an error message shows it: quoted, or only its length when it
+/// is longer than [`MAX_QUOTED`] characters (it may be a misplaced key).
+fn shown(value: &str) -> String {
+    let chars = value.chars().count();
+    if chars > MAX_QUOTED {
+        format!("<{chars} characters>")
+    } else {
+        format!("{value:?}")
+    }
+}
 
 /// Replaces every quoted value longer than [`MAX_QUOTED`] characters in a
 /// serde message by its length.
@@ -427,7 +441,7 @@ fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
     if !is_token(name) {
         return Err(ConfigError::new(
             field,
-            format!("{name:?} is not a valid header name"),
+            format!("{} is not a valid header name", shown(name)),
         ));
     }
     Ok(name.to_ascii_lowercase())
