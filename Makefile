@@ -21,6 +21,8 @@ help:
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
 	@echo "make validate   envoy --mode validate on every Envoy config in the repo"
 	@echo "make up         the same system under docker compose (needs Docker)"
+	@echo "make bench      benchmarks, writes BENCHMARKS.md (ROUNDS=, DURATION=)"
+	@echo "make soak       1,000,000 POSTs through Envoy + filter (SOAK_REQUESTS=)"
 
 toolchain:
 	rustup target add $(WASM_TARGET)
