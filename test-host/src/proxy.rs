@@ -55,6 +55,9 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
 ];
 
+/// Envoy's default `max_request_headers_kb` (60 KiB, start line included).
+const MAX_REQUEST_HEADERS: usize = 60 << 10;
+
 /// Proxy settings.
 #[derive(Debug, Clone)]
 pub(crate) struct ProxyConfig {
@@ -165,6 +168,8 @@ async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr
     });
     if let Err(e) = http1::Builder::new()
         .keep_alive(true)
+        // Envoy's default `max_request_headers_kb`: larger heads get 431, nothing forwarded.
+        .max_header_size(MAX_REQUEST_HEADERS)
         .serve_connection(TokioIo::new(stream), service)
         .await
     {
@@ -421,7 +426,8 @@ async fn handle(
         }
     };
     let result = tokio::select! {
-        r = upstream => r,
+        // The pump reports why it stopped before it fails the upstream request's body.
+        biased;
         a = aborted => {
             return match a {
                 Abort::Local(reply) => Ok(local_response(&proxy, &w, ctx, reply, finish).await),
@@ -429,6 +435,7 @@ async fn handle(
                 Abort::Failed(e) => Ok(filter_failed(&proxy, &e)),
             };
         }
+        r = upstream => r,
     };
     let upstream_response = match result {
         None => {
@@ -658,6 +665,9 @@ async fn pump_request(
             None => Frame::data(Bytes::new()),
             Some(Ok(f)) => f,
             Some(Err(e)) => {
+                // The client's body is malformed (bad chunk, ...): Envoy answers 400 itself
+                // and resets the upstream request.
+                let _ = abort.send(Abort::Local(host_reply(400, "Bad Request\n")));
                 let _ = tx.send(Err(Box::new(e))).await;
                 return;
             }
