@@ -4,13 +4,15 @@
 //! callbacks over bounded channels (constant memory). Hop-by-hop headers (RFC 7230 section 6.1)
 //! are removed in both directions; on responses the filter still sees `connection`, as in Envoy.
 //!
-//! Errors: upstream refused `503`, no response headers within the timeout `504`, upstream reset
-//! `502` (these go through the filter's response callbacks like Envoy's local replies); a filter
-//! trap `503` without further callbacks (its VM is being reloaded).
+//! Errors: upstream refused, or closed/reset before any byte of response `503`, no response
+//! headers within the timeout `504`, a broken or non-HTTP response `502`, a malformed request
+//! body `400` (these go through the filter's response callbacks like Envoy's local replies);
+//! request heads over 60 KiB `431` (hyper's, before any callback); a filter trap `503` without
+//! further callbacks (its VM is being reloaded).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,13 +24,13 @@ use http_body_util::BodyExt as _;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -71,7 +73,7 @@ pub(crate) struct Proxy {
     config: ProxyConfig,
     workers: Vec<WorkerHandle>,
     next_worker: AtomicUsize,
-    client: Client<HttpConnector, ProxyBody>,
+    client: Upstream,
     shared: Arc<Shared>,
     ids: Mutex<StdRng>,
 }
@@ -87,11 +89,10 @@ impl Proxy {
         workers: Vec<WorkerHandle>,
         shared: Arc<Shared>,
     ) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let client = Upstream {
+            addr: config.upstream.clone(),
+            idle: Mutex::new(Vec::new()),
+        };
         let ids = match shared.plugin.random {
             Random::Seeded(seed) => StdRng::seed_from_u64(seed ^ 0x05ee_d1d5),
             Random::Os => StdRng::from_rng(&mut rand::rng()),
@@ -369,7 +370,8 @@ async fn handle(
         .and_then(|m| Method::from_bytes(m).ok())
         .unwrap_or(parts.method);
     let path = headers.get_str(":path").unwrap_or("/").to_owned();
-    let uri = format!("http://{}{}", proxy.config.upstream, path);
+    // Origin-form: the request goes straight to the upstream's connection.
+    let uri = path;
     let mut builder = Request::builder()
         .method(method)
         .uri(uri)
@@ -407,7 +409,8 @@ async fn handle(
         }
     };
 
-    let response = proxy.client.request(upstream_req);
+    let pool = proxy.clone();
+    let response = pool.client.send(upstream_req);
     tokio::pin!(response);
     let timeout = proxy.config.upstream_timeout;
     let upstream = async {
@@ -455,7 +458,7 @@ async fn handle(
             )
             .await);
         }
-        Some(Err(e)) if e.is_connect() => {
+        Some(Err(UpstreamError::Connect(e))) => {
             proxy.log(
                 Level::Warn,
                 format!("upstream {} connect error: {e:#}", proxy.config.upstream),
@@ -466,7 +469,22 @@ async fn handle(
             );
             return Ok(local_response(&proxy, &w, ctx, reply, finish).await);
         }
-        Some(Err(e)) => {
+        Some(Err(UpstreamError::Failed {
+            heard: false,
+            error,
+        })) => {
+            // Accepted, then closed or reset before a byte of response: Envoy's 503.
+            proxy.log(
+                Level::Warn,
+                format!("upstream {} disconnected: {error:#}", proxy.config.upstream),
+            );
+            let reply = host_reply(
+                503,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n",
+            );
+            return Ok(local_response(&proxy, &w, ctx, reply, finish).await);
+        }
+        Some(Err(UpstreamError::Failed { error: e, .. })) => {
             proxy.log(
                 Level::Warn,
                 format!("upstream {} reset: {e:#}", proxy.config.upstream),
@@ -800,4 +818,143 @@ async fn pump_response(
         }
     }
     drop(finish);
+}
+
+/// A TCP stream that notes whether response bytes arrived since the request was last written,
+/// so a reset before any byte (Envoy: 503) is told from a broken response (502).
+struct Tracked {
+    inner: TcpStream,
+    heard: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.heard.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.heard.store(false, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.heard.store(false, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Why an upstream exchange failed.
+enum UpstreamError {
+    /// No connection (refused, unreachable).
+    Connect(std::io::Error),
+    /// The exchange broke; `heard`: whether any response byte had arrived.
+    Failed { heard: bool, error: hyper::Error },
+}
+
+/// HTTP/1.1 keep-alive connections to the upstream.
+struct Upstream {
+    addr: String,
+    idle: Mutex<Vec<(SendRequest<ProxyBody>, Arc<AtomicBool>)>>,
+}
+
+impl Upstream {
+    /// An idle connection ready for a request; busy ones stay pooled, closed ones are dropped.
+    fn checkout(&self) -> Option<(SendRequest<ProxyBody>, Arc<AtomicBool>)> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut found = None;
+        idle.retain(|(s, _)| !s.is_closed());
+        if let Some(i) = idle.iter().position(|(s, _)| s.is_ready()) {
+            found = Some(idle.swap_remove(i));
+        }
+        found
+    }
+
+    async fn connect(&self) -> Result<(SendRequest<ProxyBody>, Arc<AtomicBool>), UpstreamError> {
+        let stream = TcpStream::connect(&self.addr)
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let heard = Arc::new(AtomicBool::new(false));
+        let io = TokioIo::new(Tracked {
+            inner: stream,
+            heard: heard.clone(),
+        });
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|error| UpstreamError::Failed {
+                heard: false,
+                error,
+            })?;
+        tokio::spawn(conn);
+        Ok((sender, heard))
+    }
+
+    /// Sends on an idle connection (again on a new one if it turns out closed before the
+    /// request was written) or a new one.
+    async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
+        loop {
+            let (mut sender, heard, reused) = match self.checkout() {
+                Some((s, h)) => (s, h, true),
+                None => {
+                    let (s, h) = self.connect().await?;
+                    (s, h, false)
+                }
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.idle
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((sender, heard));
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) if reused => req = r,
+                    _ => {
+                        return Err(UpstreamError::Failed {
+                            heard: heard.load(Ordering::Relaxed),
+                            error: e.into_error(),
+                        });
+                    }
+                },
+            }
+        }
+    }
 }

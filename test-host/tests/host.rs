@@ -583,12 +583,14 @@ async fn upstream_timeout_is_504() {
 }
 
 #[tokio::test]
-async fn upstream_reset_is_502() {
+async fn upstream_closing_before_any_byte_is_503() {
+    // Envoy: "upstream connect error or disconnect/reset before headers" is 503 when no byte
+    // of response arrived (a broken or garbled response stays 502).
     let echo = Echo::start().await;
     let host = host(&echo).await;
     assert_eq!(
         send(host.local_addr(), get("/reset", &[])).await.status,
-        502
+        503
     );
     assert_eq!(send(host.local_addr(), get("/fine", &[])).await.status, 200);
 }
