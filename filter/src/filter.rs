@@ -164,6 +164,7 @@ struct Request {
     shared: Rc<Shared>,
     started: SystemTime,
     method: String,
+    /// The request path without its query string.
     path: String,
     jti: Option<String>,
     /// The response status, once the response headers have been seen.
@@ -272,10 +273,13 @@ impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.started = self.get_current_time();
         self.method = self.get_http_request_header(":method").unwrap_or_default();
-        self.path = self.get_http_request_header(":path").unwrap_or_default();
+        // Only the path is ever used (matched, logged): a query string can
+        // carry credentials, so it is dropped here, once.
+        let mut path = self.get_http_request_header(":path").unwrap_or_default();
+        path.truncate(path.find(['?', '#']).unwrap_or(path.len()));
+        self.path = path;
 
-        let path_only = self.path.split(['?', '#']).next().unwrap_or("");
-        if path_only == self.shared.config.status_path {
+        if self.path == self.shared.config.status_path {
             return self.status_reply();
         }
 
@@ -336,8 +340,13 @@ impl HttpContext for Request {
             .get_current_time()
             .duration_since(self.started)
             .unwrap_or(Duration::ZERO);
-        let path = self.path.split('?').next().unwrap_or("");
-        let line = request_line(&self.method, path, status, self.jti.as_deref(), elapsed);
+        let line = request_line(
+            &self.method,
+            &self.path,
+            status,
+            self.jti.as_deref(),
+            elapsed,
+        );
         // Straight to the host: the `log` facade would format the line again.
         let _ = hostcalls::log(LogLevel::Info, &line);
     }
