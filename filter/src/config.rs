@@ -7,8 +7,9 @@
 
 use std::fmt;
 
-use serde::Deserialize;
 use sha2::{Digest, Sha512};
+
+use crate::json::{self, Value};
 
 /// Minimum HS512 key length in bytes (RFC 7518 section 3.2: a key of the
 /// same size as the hash output or larger).
@@ -16,48 +17,33 @@ pub const MIN_KEY_LEN: usize = 64;
 
 /// The plugin configuration as written, before validation. Its `Debug`
 /// shows `secret` as `<redacted>`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// HMAC key text.
-    #[serde(default)]
     pub secret: Option<String>,
     /// Environment variable (inside the VM) whose value, when set and not
     /// empty, overrides `secret`.
-    #[serde(default = "default_secret_env")]
     pub secret_env: String,
     /// How the key text becomes key bytes: `"utf8"` or `"hex"`.
-    #[serde(default)]
     pub secret_encoding: SecretEncoding,
     /// Request header that carries the token.
-    #[serde(default = "default_header")]
     pub header: String,
     /// Methods whose requests get a token.
-    #[serde(default = "default_sign_methods")]
     pub sign_methods: Vec<String>,
     /// Value of `payload.user`.
-    #[serde(default = "default_user")]
     pub user: String,
     /// Request header whose value, when present, becomes `payload.user`.
-    #[serde(default)]
     pub user_header: Option<String>,
     /// Path answered locally with the status page.
-    #[serde(default = "default_status_path")]
     pub status_path: String,
     /// When set, the token carries `exp = iat + ttl_seconds`.
-    #[serde(default)]
     pub ttl_seconds: Option<u64>,
     /// When set, the token carries `iss`.
-    #[serde(default)]
     pub issuer: Option<String>,
     /// When set, the token carries `aud`.
-    #[serde(default)]
     pub audience: Option<String>,
     /// When set, the JOSE header carries `kid`.
-    #[serde(default)]
     pub key_id: Option<String>,
     /// Whether to log one line per request.
-    #[serde(default = "default_true")]
     pub log_requests: bool,
 }
 
@@ -95,8 +81,7 @@ fn env_name_for_logs(name: &str) -> &str {
 }
 
 /// How the configured secret text turns into HMAC key bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SecretEncoding {
     /// The key is the bytes of the string as written (PyJWT, jwt.io).
     #[default]
@@ -105,23 +90,177 @@ pub enum SecretEncoding {
     Hex,
 }
 
-fn default_secret_env() -> String {
-    "JWT_SECRET".to_owned()
+impl Default for RawConfig {
+    /// The defaults of every field (SPEC section 2.4).
+    fn default() -> Self {
+        RawConfig {
+            secret: None,
+            secret_env: "JWT_SECRET".to_owned(),
+            secret_encoding: SecretEncoding::Utf8,
+            header: "x-my-jwt".to_owned(),
+            sign_methods: vec!["POST".to_owned()],
+            user: "username".to_owned(),
+            user_header: None,
+            status_path: "/status".to_owned(),
+            ttl_seconds: None,
+            issuer: None,
+            audience: None,
+            key_id: None,
+            log_requests: true,
+        }
+    }
 }
-fn default_header() -> String {
-    "x-my-jwt".to_owned()
+
+/// Every field `RawConfig` knows, for the "unknown field" message.
+const FIELDS: &str = "`secret`, `secret_env`, `secret_encoding`, `header`, `sign_methods`, \
+    `user`, `user_header`, `status_path`, `ttl_seconds`, `issuer`, `audience`, `key_id`, \
+    `log_requests`";
+
+impl RawConfig {
+    /// Reads the configuration JSON: an object whose absent fields take
+    /// their defaults. Unknown and repeated fields are refused, as serde's
+    /// `deny_unknown_fields` would; an empty document means all defaults.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field (or `configuration` for a syntax
+    /// error) and the reason; values longer than 24 characters are shown by
+    /// length only.
+    pub fn from_json(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
+        let mut raw = RawConfig::default();
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(raw);
+        }
+        let doc =
+            json::parse(bytes).map_err(|e| ConfigError::new("configuration", e.to_string()))?;
+        let Value::Object(members) = doc else {
+            return Err(ConfigError::new(
+                "configuration",
+                format!("invalid type: {}, expected an object", doc.kind()),
+            ));
+        };
+        let mut seen: Vec<String> = Vec::with_capacity(members.len());
+        for (name, value) in members {
+            let field = field_name_for_errors(&name);
+            if seen.contains(&name) {
+                return Err(ConfigError::new(
+                    &field,
+                    format!("duplicate field `{field}`"),
+                ));
+            }
+            let f = field.as_str();
+            match name.as_str() {
+                "secret" => raw.secret = optional(f, value, string)?,
+                "secret_env" => raw.secret_env = string(f, value)?,
+                "secret_encoding" => raw.secret_encoding = encoding(f, value)?,
+                "header" => raw.header = string(f, value)?,
+                "sign_methods" => raw.sign_methods = strings(f, value)?,
+                "user" => raw.user = string(f, value)?,
+                "user_header" => raw.user_header = optional(f, value, string)?,
+                "status_path" => raw.status_path = string(f, value)?,
+                "ttl_seconds" => raw.ttl_seconds = optional(f, value, whole_number)?,
+                "issuer" => raw.issuer = optional(f, value, string)?,
+                "audience" => raw.audience = optional(f, value, string)?,
+                "key_id" => raw.key_id = optional(f, value, string)?,
+                "log_requests" => raw.log_requests = boolean(f, value)?,
+                _ => {
+                    return Err(ConfigError::new(
+                        f,
+                        format!("unknown field `{field}`, expected one of {FIELDS}"),
+                    ));
+                }
+            }
+            seen.push(name);
+        }
+        Ok(raw)
+    }
 }
-fn default_sign_methods() -> Vec<String> {
-    vec!["POST".to_owned()]
+
+/// A field name as errors show it: long names (a key pasted as a name)
+/// by length only, the empty name described.
+fn field_name_for_errors(name: &str) -> String {
+    let chars = name.chars().count();
+    if name.is_empty() {
+        "(empty field name)".to_owned()
+    } else if chars > MAX_QUOTED {
+        format!("<unknown field of {chars} characters>")
+    } else {
+        name.to_owned()
+    }
 }
-fn default_user() -> String {
-    "username".to_owned()
+
+/// "invalid type" for a value of the wrong kind; a string or number is
+/// quoted (or its length shown, see [`shown`]).
+fn invalid_type(field: &str, value: &Value, expected: &str) -> ConfigError {
+    let found = match value {
+        Value::String(s) => format!("string {}", shown(s)),
+        Value::Number(n) => format!("number {}", shown(n)),
+        Value::Bool(b) => format!("boolean `{b}`"),
+        other => other.kind().to_owned(),
+    };
+    ConfigError::new(field, format!("invalid type: {found}, expected {expected}"))
 }
-fn default_status_path() -> String {
-    "/status".to_owned()
+
+fn string(field: &str, value: Value) -> Result<String, ConfigError> {
+    match value {
+        Value::String(s) => Ok(s),
+        other => Err(invalid_type(field, &other, "a string")),
+    }
 }
-fn default_true() -> bool {
-    true
+
+fn boolean(field: &str, value: Value) -> Result<bool, ConfigError> {
+    match value {
+        Value::Bool(b) => Ok(b),
+        other => Err(invalid_type(field, &other, "a boolean")),
+    }
+}
+
+fn strings(field: &str, value: Value) -> Result<Vec<String>, ConfigError> {
+    match value {
+        Value::Array(items) => items.into_iter().map(|v| string(field, v)).collect(),
+        other => Err(invalid_type(field, &other, "an array of strings")),
+    }
+}
+
+fn whole_number(field: &str, value: Value) -> Result<u64, ConfigError> {
+    let Value::Number(text) = value else {
+        return Err(invalid_type(field, &value, "a whole number"));
+    };
+    // The JSON grammar has been checked: digits only means a whole number.
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ConfigError::new(
+            field,
+            format!("invalid value: {}, expected a whole number", shown(&text)),
+        ));
+    }
+    text.parse().map_err(|_| {
+        ConfigError::new(
+            field,
+            format!("invalid value: {}, larger than {}", shown(&text), u64::MAX),
+        )
+    })
+}
+
+fn encoding(field: &str, value: Value) -> Result<SecretEncoding, ConfigError> {
+    match string(field, value)?.as_str() {
+        "utf8" => Ok(SecretEncoding::Utf8),
+        "hex" => Ok(SecretEncoding::Hex),
+        other => Err(ConfigError::new(
+            field,
+            format!("unknown variant {}, expected `utf8` or `hex`", shown(other)),
+        )),
+    }
+}
+
+/// `null` or absent is `None`; anything else must be what `read` reads.
+fn optional<T>(
+    field: &str,
+    value: Value,
+    read: fn(&str, Value) -> Result<T, ConfigError>,
+) -> Result<Option<T>, ConfigError> {
+    match value {
+        Value::Null => Ok(None),
+        other => read(field, other).map(Some),
+    }
 }
 
 /// Longest accepted value of the `user_header` request header, in bytes.
@@ -207,15 +346,7 @@ impl Config {
         bytes: &[u8],
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            bytes
-        };
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
-        de.end()
-            .map_err(|e| ConfigError::new("configuration", e.to_string()))?;
+        let raw = RawConfig::from_json(bytes)?;
         Config::from_raw(raw, env)
     }
 
@@ -367,29 +498,8 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Names the field a JSON error concerns: the path serde was at, or for an
-/// unknown field the field itself.
-fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
-    let reason = elide_long_quotes(&e.inner().to_string());
-    let path = e.path().to_string();
-    let unknown = reason
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next());
-    let field = match (unknown, path.as_str()) {
-        (Some(""), _) => "(empty field name)".to_owned(),
-        (Some(name), _) if name.chars().count() > MAX_QUOTED => {
-            format!("<unknown field of {} characters>", name.chars().count())
-        }
-        (Some(name), _) => name.to_owned(),
-        (None, "." | "") => "configuration".to_owned(),
-        (None, path) => path.to_owned(),
-    };
-    ConfigError { field, reason }
-}
-
-/// Longest quoted value an error message repeats. serde quotes the offending
-/// value (``unknown variant `...` ``, `invalid type: string "..."`): a key
-/// pasted into the wrong field must not reach the log through it.
+/// Longest value an error message repeats: a key pasted into the wrong field
+/// must not reach the log through it.
 const MAX_QUOTED: usize = 24;
 
 /// A value as an error message shows it: quoted, or only its length when it
@@ -401,33 +511,6 @@ fn shown(value: &str) -> String {
     } else {
         format!("{value:?}")
     }
-}
-
-/// Replaces every quoted value longer than [`MAX_QUOTED`] characters in a
-/// serde message by its length.
-fn elide_long_quotes(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(start) = rest.find(['`', '"']) {
-        let quote = rest[start..].chars().next().unwrap_or('"');
-        out.push_str(&rest[..=start]);
-        let after = &rest[start + 1..];
-        let Some(len) = after.find(quote) else {
-            rest = after;
-            continue;
-        };
-        let quoted = &after[..len];
-        let chars = quoted.chars().count();
-        if chars > MAX_QUOTED {
-            out.push_str(&format!("<{chars} characters>"));
-        } else {
-            out.push_str(quoted);
-        }
-        out.push(quote);
-        rest = &after[len + 1..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// RFC 7230 `token`: what header names and methods are made of.
@@ -600,13 +683,75 @@ mod tests {
     }
 
     #[test]
-    fn long_quoted_values_are_elided_from_errors() {
+    fn long_values_are_elided_from_errors() {
         let err = parse(&format!(r#"{{"secret_encoding":"{SECRET}"}}"#)).unwrap_err();
         assert_eq!(err.field, "secret_encoding");
         assert!(!err.reason.contains(&SECRET[..16]), "{err}");
-        assert!(err.reason.contains("`<128 characters>`"), "{err}");
-        assert!(err.reason.contains("expected `utf8` or `hex`"), "{err}");
-        assert_eq!(elide_long_quotes("a \"b\" `c"), "a \"b\" `c");
+        assert_eq!(
+            err.reason,
+            "unknown variant <128 characters>, expected `utf8` or `hex`"
+        );
+        let err = parse(r#"{"secret_encoding":"base64"}"#).unwrap_err();
+        assert_eq!(
+            err.reason,
+            r#"unknown variant "base64", expected `utf8` or `hex`"#
+        );
+    }
+
+    #[test]
+    fn messages_say_what_was_found_and_expected() {
+        let s = format!(r#""secret":"{SECRET}""#);
+        let reason = |json: String| parse(&json).unwrap_err().reason;
+        assert_eq!(
+            reason(format!(r#"{{{s},"log_requests":"yes"}}"#)),
+            r#"invalid type: string "yes", expected a boolean"#
+        );
+        assert_eq!(
+            reason(format!(r#"{{{s},"user":[1]}}"#)),
+            "invalid type: an array, expected a string"
+        );
+        assert_eq!(
+            reason(format!(r#"{{{s},"ttl_seconds":1.5}}"#)),
+            r#"invalid value: "1.5", expected a whole number"#
+        );
+        assert_eq!(
+            reason(format!(r#"{{{s},"ttl_seconds":99999999999999999999}}"#)),
+            r#"invalid value: "99999999999999999999", larger than 18446744073709551615"#
+        );
+        assert_eq!(
+            reason(format!(r#"{{{s},"sign_methods":["POST",false]}}"#)),
+            "invalid type: boolean `false`, expected a string"
+        );
+        assert!(
+            reason(format!(r#"{{{s},"x":1}}"#))
+                .starts_with("unknown field `x`, expected one of `secret`, ")
+        );
+        assert_eq!(
+            reason(format!(r#"{{{s},"user":"a","user":"b"}}"#)),
+            "duplicate field `user`"
+        );
+        assert_eq!(
+            reason("[]".to_owned()),
+            "invalid type: an array, expected an object"
+        );
+        assert_eq!(
+            reason("{\"secret\": }".to_owned()),
+            "expected value at line 1 column 12"
+        );
+    }
+
+    #[test]
+    fn null_means_unset_for_optional_fields_only() {
+        let c = parse(&format!(
+            r#"{{"secret":"{SECRET}","ttl_seconds":null,"issuer":null,"user_header":null}}"#
+        ))
+        .unwrap();
+        assert!(c.ttl_seconds.is_none() && c.issuer.is_none() && c.user_header.is_none());
+        assert_eq!(
+            err_field(&format!(r#"{{"secret":"{SECRET}","user":null}}"#)),
+            "user"
+        );
+        assert_eq!(parse("  \n").unwrap_err().field, "secret");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The `/status` page: figures in, JSON or HTML out. Pure; no `proxy_wasm`.
 
-use serde::Serialize;
+use crate::jwt::{push_json_string, push_u64};
 
 /// The figures the status page shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,34 +15,38 @@ pub struct Figures {
     pub requests_signed: u64,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    status: &'static str,
-    started_at: &'a str,
-    uptime_seconds: f64,
-    requests_processed: u64,
-    requests_signed: u64,
-}
-
 impl Figures {
-    /// Seconds since start, to the millisecond.
-    pub fn uptime_seconds(&self) -> f64 {
+    /// Seconds since start, to the millisecond, as a JSON number: the
+    /// shortest decimal (`12.5`, `3.0`, `0.001`), as `serde_json` prints the
+    /// same value as an `f64`. Written without floats, whose formatting code
+    /// is about 20 KB of Wasm.
+    pub fn uptime_seconds(&self) -> String {
         let millis = self.now_nanos.saturating_sub(self.started_at_nanos) / 1_000_000;
-        // Exact for any uptime below 2^53 ms (285,000 years).
-        millis as f64 / 1000.0
+        let mut out = String::with_capacity(24);
+        push_u64(&mut out, millis / 1000);
+        out.push('.');
+        let frac = millis % 1000;
+        let digits = [frac / 100, frac / 10 % 10, frac % 10];
+        let keep = digits.iter().rposition(|&d| d != 0).map_or(1, |i| i + 1);
+        for d in &digits[..keep] {
+            out.push(char::from(b'0' + *d as u8));
+        }
+        out
     }
 
     /// The JSON document: `{"status":"ok","started_at":...,"uptime_seconds":...,...}`.
     pub fn to_json(&self) -> String {
-        let started_at = rfc3339(self.started_at_nanos / 1_000_000_000);
-        let body = Body {
-            status: "ok",
-            started_at: &started_at,
-            uptime_seconds: self.uptime_seconds(),
-            requests_processed: self.requests_processed,
-            requests_signed: self.requests_signed,
-        };
-        serde_json::to_string(&body).unwrap_or_else(|_| r#"{"status":"ok"}"#.to_owned())
+        let mut out = String::with_capacity(160);
+        out.push_str(r#"{"status":"ok","started_at":"#);
+        push_json_string(&mut out, &rfc3339(self.started_at_nanos / 1_000_000_000));
+        out.push_str(r#","uptime_seconds":"#);
+        out.push_str(&self.uptime_seconds());
+        out.push_str(r#","requests_processed":"#);
+        push_u64(&mut out, self.requests_processed);
+        out.push_str(r#","requests_signed":"#);
+        push_u64(&mut out, self.requests_signed);
+        out.push('}');
+        out
     }
 
     /// A small HTML page with the same figures.
@@ -104,6 +108,31 @@ mod tests {
             serde_json::json!({"status":"ok","started_at":"2026-11-23T12:00:00Z","uptime_seconds":12.5,
                 "requests_processed":42,"requests_signed":40})
         );
+    }
+
+    #[test]
+    fn uptime_is_the_shortest_decimal_like_serde_json() {
+        for millis in [
+            0u64,
+            1,
+            10,
+            100,
+            999,
+            1000,
+            1500,
+            12_345,
+            86_400_000,
+            1 << 40,
+        ] {
+            let f = Figures {
+                started_at_nanos: 5,
+                now_nanos: 5 + millis * 1_000_000 + 999_999,
+                requests_processed: 0,
+                requests_signed: 0,
+            };
+            let expected = serde_json::to_string(&(millis as f64 / 1000.0)).unwrap();
+            assert_eq!(f.uptime_seconds(), expected, "{millis} ms");
+        }
     }
 
     #[test]

@@ -248,6 +248,33 @@ proptest! {
         let _ = rfc3339(started);
     }
 
+    /// The configuration's JSON reader reads what `serde_json` writes, the
+    /// same values, compact or pretty.
+    #[test]
+    fn json_reader_reads_what_serde_json_writes(v in json_value(), pretty in any::<bool>()) {
+        let text = if pretty {
+            serde_json::to_string_pretty(&v).unwrap()
+        } else {
+            serde_json::to_string(&v).unwrap()
+        };
+        let ours = jwt_filter::json::parse(text.as_bytes()).unwrap();
+        prop_assert_eq!(to_serde(ours), numbers_as_text(v));
+    }
+
+    /// On JSON-like text the reader accepts exactly what `serde_json`
+    /// accepts (but numbers out of `f64` range, which it keeps as text).
+    #[test]
+    fn json_reader_accepts_what_serde_json_accepts(
+        text in r#"([{}\[\]":, ]|true|null|-?[0-9]{1,3}(\.[0-9])?([eE][+-]?[0-9])?|\\[nu"\\x]|[0-9a-fA-F]{1,4}|[a-z]|\t|\n|é){0,40}"#,
+    ) {
+        let serde: Result<Value, _> = serde_json::from_str(&text);
+        let ours = jwt_filter::json::parse(text.as_bytes());
+        if let Err(e) = &serde {
+            prop_assume!(!e.to_string().contains("out of range"));
+        }
+        prop_assert_eq!(ours.is_ok(), serde.is_ok(), "{:?}: ours {:?}, serde {:?}", text, ours, serde);
+    }
+
     #[test]
     fn config_debug_never_shows_the_key(key in "[!-~]{64,130}", hex in any::<bool>()) {
         let key = if hex { hex_lower(key.as_bytes()) } else { key };
@@ -261,6 +288,38 @@ proptest! {
     }
 }
 
+/// `v` with every number replaced by its JSON text (the reader keeps numbers
+/// as text; `serde_json` without `float_roundtrip` may read a float back a
+/// bit off, which is not the reader's to check).
+fn numbers_as_text(v: Value) -> Value {
+    match v {
+        Value::Number(n) => Value::String(format!("number {n}")),
+        Value::Array(items) => Value::Array(items.into_iter().map(numbers_as_text).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k, numbers_as_text(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The reader's value as a `serde_json` value (objects by key, as serde's
+/// map keeps them; numbers as in [`numbers_as_text`]).
+fn to_serde(v: jwt_filter::json::Value) -> Value {
+    use jwt_filter::json::Value as J;
+    match v {
+        J::Null => Value::Null,
+        J::Bool(b) => Value::Bool(b),
+        J::Number(n) => Value::String(format!("number {n}")),
+        J::String(s) => Value::String(s),
+        J::Array(items) => Value::Array(items.into_iter().map(to_serde).collect()),
+        J::Object(members) => {
+            Value::Object(members.into_iter().map(|(k, v)| (k, to_serde(v))).collect())
+        }
+    }
+}
+
 fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -269,7 +328,7 @@ fn hex_lower(bytes: &[u8]) -> String {
 /// `log::debug!("{raw:?}")` added later) would print the key.
 #[test]
 fn raw_config_debug_never_shows_the_key() {
-    let raw: RawConfig = serde_json::from_str(&format!(r#"{{"secret":"{SECRET}"}}"#)).unwrap();
+    let raw = RawConfig::from_json(format!(r#"{{"secret":"{SECRET}"}}"#).as_bytes()).unwrap();
     let debug = format!("{raw:?}");
     assert!(
         !debug.contains(SECRET),
