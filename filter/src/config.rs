@@ -10,6 +10,7 @@ use std::fmt;
 use sha2::{Digest, Sha512};
 
 use crate::json::{self, Value};
+use crate::jwt::push_json_string;
 
 /// Minimum HS512 key length in bytes (RFC 7518 section 3.2: a key of the
 /// same size as the hash output or larger).
@@ -467,35 +468,53 @@ impl Config {
     }
 }
 
-/// The configuration as logged at start: everything but the key, which shows
-/// only as its length and fingerprint.
-impl fmt::Debug for Config {
+/// The configuration as logged at start, one line of `field=value`: every
+/// field but the key, which shows only as its length, source and
+/// fingerprint. Strings are JSON-quoted (control characters escaped).
+/// Written without `Debug` formatting, whose Unicode tables would add
+/// kilobytes to the module for this one line.
+impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let source = match &self.key_source {
             KeySource::Config => "secret".to_owned(),
             KeySource::Env(name) => format!("env {}", env_name_for_logs(name)),
         };
-        f.debug_struct("Config")
-            .field(
-                "key",
-                &format_args!(
-                    "<redacted: {} bytes from {source}, fingerprint {}>",
-                    self.key.len(),
-                    self.key_fingerprint()
-                ),
-            )
-            .field("header", &self.header)
-            .field("sign_methods", &self.sign_methods)
-            .field("user", &self.user)
-            .field("user_header", &self.user_header)
-            .field("status_path", &self.status_path)
-            .field("ttl_seconds", &self.ttl_seconds)
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("key_id", &self.key_id)
-            .field("log_requests", &self.log_requests)
-            .finish()
+        let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "none".to_owned(), quoted);
+        let methods: Vec<String> = self.sign_methods.iter().map(|m| quoted(m)).collect();
+        write!(
+            f,
+            "key=<redacted: {} bytes from {source}, fingerprint {}> header={} sign_methods=[{}] \
+             user={} user_header={} status_path={} ttl_seconds={} issuer={} audience={} \
+             key_id={} log_requests={}",
+            self.key.len(),
+            self.key_fingerprint(),
+            quoted(&self.header),
+            methods.join(","),
+            quoted(&self.user),
+            opt(&self.user_header),
+            quoted(&self.status_path),
+            self.ttl_seconds
+                .map_or_else(|| "none".to_owned(), |t| t.to_string()),
+            opt(&self.issuer),
+            opt(&self.audience),
+            opt(&self.key_id),
+            self.log_requests,
+        )
     }
+}
+
+/// `Debug` is the start-up line too: the key never shows.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Config {{ {self} }}")
+    }
+}
+
+/// `s` as a JSON string.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    push_json_string(&mut out, s);
+    out
 }
 
 /// Longest value an error message repeats: a key pasted into the wrong field
@@ -509,7 +528,7 @@ fn shown(value: &str) -> String {
     if chars > MAX_QUOTED {
         format!("<{chars} characters>")
     } else {
-        format!("{value:?}")
+        quoted(value)
     }
 }
 
@@ -764,6 +783,26 @@ mod tests {
             shown.contains("<redacted: 128 bytes from secret, fingerprint "),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_start_line_shows_every_field_but_the_key() {
+        let c = parse(&format!(
+            r#"{{"secret":"{SECRET}","user":"a\nb","issuer":"me","ttl_seconds":60}}"#
+        ))
+        .unwrap();
+        let line = c.to_string();
+        let fingerprint = c.key_fingerprint();
+        assert_eq!(
+            line,
+            format!(
+                "key=<redacted: 128 bytes from secret, fingerprint {fingerprint}> \
+                 header=\"x-my-jwt\" sign_methods=[\"POST\"] user=\"a\\nb\" user_header=none \
+                 status_path=\"/status\" ttl_seconds=60 issuer=\"me\" audience=none \
+                 key_id=none log_requests=true"
+            )
+        );
+        assert!(!line.contains(SECRET) && !line.contains('\n'));
     }
 
     #[test]

@@ -82,8 +82,15 @@ pub struct Root {
 }
 
 fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    t.duration_since(UNIX_EPOCH).map_or(0, duration_nanos)
+}
+
+/// A duration in nanoseconds, saturating; in u64 arithmetic (`as_nanos` is
+/// u128, whose division pulls in a kilobyte of Wasm).
+fn duration_nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 impl Context for Root {}
@@ -131,7 +138,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        info!("jwt-proxy configured: {config:?}");
+        info!("jwt-proxy configured: {config}");
         self.shared = Some(Rc::new(Shared {
             config,
             signer,
@@ -375,7 +382,7 @@ fn request_line(
     line.push_str(jti);
     line.push(' ');
     // Milliseconds with three decimals, rounded to the microsecond.
-    let micros = u64::try_from((elapsed.as_nanos() + 500) / 1000).unwrap_or(u64::MAX);
+    let micros = duration_nanos(elapsed).saturating_add(500) / 1000;
     push_u64(&mut line, micros / 1000);
     line.push('.');
     let frac = micros % 1000;
