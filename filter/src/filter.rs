@@ -290,15 +290,17 @@ impl HttpContext for Request {
             return self.status_reply();
         }
 
-        // A client never gets its own token through, signed request or not.
-        self.set_http_request_header(&self.shared.config.header, None);
         for name in HOP_BY_HOP_KEPT_BY_ENVOY {
             self.set_http_request_header(name, None);
         }
 
+        // A client never gets its own token through: a signed request's
+        // token replaces every value the client sent (one hostcall), an
+        // unsigned request's are removed.
         let action = if self.shared.config.signs(&self.method) {
             self.sign()
         } else {
+            self.set_http_request_header(&self.shared.config.header, None);
             Action::Continue
         };
         if let Action::Continue = action {
