@@ -31,7 +31,7 @@ wasm: toolchain
 	$(CARGO) build --release --target $(WASM_TARGET) -p jwt-filter
 
 fixtures: toolchain
-	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter -p panic-filter -p abi-fixture
+	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter -p probe-filter -p panic-filter -p abi-fixture
 
 build: wasm
 	$(CARGO) build --release -p echo-upstream -p test-host
@@ -56,7 +56,7 @@ test: wasm fixtures envoy
 lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --release --target $(WASM_TARGET) -p jwt-filter -p noop-filter -p panic-filter -p abi-fixture -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) -p jwt-filter -p noop-filter -p probe-filter -p panic-filter -p abi-fixture -- -D warnings
 
 validate: wasm envoy
 	envoy/validate.sh

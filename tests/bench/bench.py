@@ -2,7 +2,7 @@
 """`make bench`: what the jwt filter costs inside Envoy, against Envoy without it.
 
 Runs wrk (POST, small JSON body, 50 connections) in alternating rounds
-(a b c d a b c d ...) against four proxies that all forward to the same hyper
+(a b c d e a b c d e ...) against five proxies that all forward to the same hyper
 echo upstream (release build):
 
   a  Envoy, router only, one static header added natively (the baseline)
@@ -10,6 +10,9 @@ echo upstream (release build):
   c  Envoy with our filter, default configuration (envoy/filter-config.json)
   d  the test host with our filter (reported "not available" if it does not
      build or start)
+  e  as c, but Envoy writes its log to stderr (its default: one unbuffered
+     write per log line) instead of a --log-path file (buffered, flushed by a
+     background thread), which a, b and c use
 
 The proxy under test is pinned to one core (BENCH_PROXY_CPU, default 1) and
 wrk + the upstream to the other (BENCH_LOAD_CPU, default 0); Envoy runs one
@@ -20,12 +23,23 @@ round), RSS after the rounds, start-to-ready time (median of STARTS starts:
 process start until the listener answers an HTTP request) and the .wasm sizes,
 and writes BENCHMARKS.md at the repository root.
 
+Cost probes (BENCH_PROBES, default "get-header,remove-header,time,metric,log";
+"" for none): the probe fixture (the no-op plus a loop, probe_filter.wasm)
+configured to repeat one hostcall PROBE_CALLS
+(default 10) times per request, as variants b1, b2, ...; the report gives the
+CPU cost of one such call, (probe - b) / PROBE_CALLS.
+
+Where the CPU goes (BENCH_PERF, default 1 when `perf` works): after the
+rounds, one more load of DURATION seconds on (b) and (c) under
+`perf record -e cpu-clock`, split by where the samples fall: the Wasm code
+V8 compiled ([JIT]), Envoy's own code, the kernel, libc and the rest.
+
 Environment: ROUNDS (default 5), DURATION seconds per round (default 10),
 WARMUP seconds per variant (default 3), STARTS (default 3), CONNECTIONS
 (default 50), SKIP_BUILD=1, ENVOY_BIN, TEST_HOST_BIN (a prebuilt test host),
 BENCH_OUT (default BENCHMARKS.md), BENCH_VARIANTS (e.g. "a,c"), and for
 experiments BENCH_EXTRA="label=module.wasm[@config.json];..." which adds
-Envoy + that module as variants e, f, ...
+Envoy + that module as variants f, g, ...
 Standard library only. A benchmark, not a test: it asserts nothing.
 """
 
@@ -49,6 +63,10 @@ BENCH = os.path.join(ROOT, "tests", "bench")
 WASM_DIR = os.path.join(ROOT, "target", "wasm32-wasip1", "release")
 FILTER_WASM = os.path.join(WASM_DIR, "jwt_filter.wasm")
 NOOP_WASM = os.path.join(WASM_DIR, "noop_filter.wasm")
+PROBE_WASM = os.path.join(WASM_DIR, "probe_filter.wasm")
+# The Wasm features rustc's wasm32-wasip1 output uses, for Debian's wasm-opt.
+WASM_OPT_FEATURES = ["--enable-bulk-memory", "--enable-sign-ext", "--enable-mutable-globals",
+                     "--enable-nontrapping-float-to-int"]
 FILTER_CONFIG = os.path.join(ROOT, "envoy", "filter-config.json")
 
 
@@ -67,6 +85,16 @@ CONNECTIONS = env_int("CONNECTIONS", 50)
 PROXY_CPU = os.environ.get("BENCH_PROXY_CPU", "1")
 LOAD_CPU = os.environ.get("BENCH_LOAD_CPU", "0")
 OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "BENCHMARKS.md"))
+PROBES = [p for p in os.environ.get(
+    "BENCH_PROBES", "get-header,remove-header,time,metric,log").split(",") if p]
+PROBE_CALLS = env_int("PROBE_CALLS", 10)
+PROBE_LABELS = {
+    "get-header": "read a request header (`:path`, copied into the guest)",
+    "remove-header": "remove an absent request header",
+    "time": "read the clock",
+    "metric": "increment a counter",
+    "log": "log a 60-byte line at info",
+}
 TICKS = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT = 60.0
 
@@ -172,15 +200,21 @@ def post_check(port):
 
 
 class Variant:
-    def __init__(self, key, label, kind, wasm=None, config=FILTER_CONFIG):
+    def __init__(self, key, label, kind, wasm=None, config=FILTER_CONFIG, log="file"):
         self.key, self.label, self.kind, self.wasm = key, label, kind, wasm
         self.config = config
+        # Where Envoy writes its log (the filter's per-request lines): "file"
+        # is Envoy's --log-path, buffered and flushed by a background thread;
+        # "stderr" is Envoy's default, one unbuffered write per line.
+        self.log = log
         self.unavailable = None
         self.proc = None
         self.port = None
         self.ready = []
         self.rounds = []
         self.rss = None
+        self.probe = None
+        self.split = None
 
     def command(self, work, port, admin, upstream):
         if self.kind == "host":
@@ -199,10 +233,13 @@ class Variant:
         with open(cfg, "w") as f:
             subprocess.run(["sh", os.path.join(ROOT, "envoy", "render.sh"),
                             os.path.join(BENCH, template)], env=env, stdout=f, check=True)
-        return [
+        cmd = [
             "taskset", "-c", PROXY_CPU, envoy_bin(), "-c", cfg, "--concurrency", "1",
             "--use-dynamic-base-id", "--log-level", "info",
-        ], None
+        ]
+        if self.log == "file":
+            cmd += ["--log-path", os.path.join(work, f"envoy-{self.key}.log")]
+        return cmd, None
 
     def start(self, work, upstream):
         """Starts the proxy STARTS times (timing each), keeps the last one."""
@@ -266,6 +303,44 @@ def wrk(port, seconds, script):
     raise RuntimeError(f"wrk printed no result: {out.stdout[-500:]} {out.stderr[-500:]}")
 
 
+def perf_works():
+    if os.environ.get("BENCH_PERF", "1") == "0" or not shutil.which("perf"):
+        return False
+    r = subprocess.run(["perf", "record", "-e", "cpu-clock", "-o", os.devnull, "--", "true"],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+def perf_split(v, work, script):
+    """Shares of the proxy's CPU samples by where they fall, under load."""
+    data = os.path.join(work, f"perf-{v.key}.data")
+    load = subprocess.Popen(
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION + 2}s",
+         "--timeout", "5s", "-s", script, f"http://127.0.0.1:{v.port}/bench"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        subprocess.run(["perf", "record", "-e", "cpu-clock", "-F", "999", "-p", str(v.proc.pid),
+                        "-o", data, "--", "sleep", str(DURATION)], capture_output=True,
+                       timeout=DURATION + 30)
+    finally:
+        load.wait(timeout=DURATION + 30)
+    rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--sort", "dso", "-g", "none"],
+                         capture_output=True, text=True)
+    split = {}
+    for line in rep.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(.+?)\s*$", line)
+        if not m:
+            continue
+        dso = m.group(2)
+        name = ("Wasm code (V8 JIT)" if dso.startswith("[JIT]") else
+                "kernel" if dso.startswith("[kernel") else
+                "Envoy" if dso == "envoy" else
+                "libc" if dso.startswith("libc") else "other")
+        split[name] = split.get(name, 0.0) + float(m.group(1))
+    return split or None
+
+
 def measure_round(v, seconds, script):
     pid = v.proc.pid
     before = cpu_ticks(pid)
@@ -283,7 +358,7 @@ def build(variants):
     if os.environ.get("SKIP_BUILD") == "1":
         return
     run(["cargo", "build", "--release", "--target", "wasm32-wasip1", "-p", "jwt-filter",
-         "-p", "noop-filter"], check=True)
+         "-p", "noop-filter", "-p", "probe-filter"], check=True)
     run(["cargo", "build", "--release", "-p", "echo-upstream"], check=True)
     d = variants.get("d")
     if d and not os.environ.get("TEST_HOST_BIN"):
@@ -353,8 +428,10 @@ def report(variants, mach, started, upstream_cpu):
         "",
         "Written by `make bench` (`tests/bench/bench.py`); do not edit by hand. What the jwt",
         "filter costs inside Envoy, measured against the same Envoy without it, in one run with",
-        "alternating rounds (a b c d a b c d ...). All four proxies forward to the same hyper",
-        "echo upstream (release build) on 127.0.0.1.",
+        "alternating rounds (a b c d e a b c d e ...). All proxies forward to the same hyper",
+        "echo upstream (release build) on 127.0.0.1. Envoy writes its log (the filter's",
+        "per-request lines) to a `--log-path` file, buffered, except in (e), where it writes",
+        "to stderr, its default: one unbuffered write per line.",
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",
         f"- Command: `{cmd}`",
@@ -419,6 +496,30 @@ def report(variants, mach, started, upstream_cpu):
     lines.append(f"| jwt_filter.wasm | {fw} bytes ({fw / 1024:.1f} KiB) | "
                  f"≤ 150 KB: {'met' if fw <= 150_000 else 'NOT met'} |")
     lines.append(f"| noop_filter.wasm | {nw} bytes ({nw / 1024:.1f} KiB) | |")
+    if "c2" in variants and os.path.exists(variants["c2"].wasm):
+        ow = size(variants["c2"].wasm)
+        lines.append(f"| jwt_filter.wasm after `wasm-opt -Oz` (optional) | {ow} bytes "
+                     f"({ow / 1024:.1f} KiB) | ≤ 150 KB: {'met' if ow <= 150_000 else 'NOT met'} |")
+    probes = [v for v in variants.values() if v.probe and v.key in s]
+    if probes and "b" in s:
+        lines += ["", f"What one hostcall costs (the probe fixture: the no-op repeating it "
+                  f"{PROBE_CALLS} times per request, against (b) in the same run):", "",
+                  "| hostcall | CPU µs per call |", "|---|---|"]
+        for v in probes:
+            per = (s[v.key]["cpu_us"] - s["b"]["cpu_us"]) / PROBE_CALLS
+            lines.append(f"| {PROBE_LABELS[v.probe]} | {per:+.2f} |")
+    splits = [(k, variants[k]) for k in ("b", "c") if k in s and variants[k].split]
+    if splits:
+        names = ["Wasm code (V8 JIT)", "Envoy", "kernel", "libc", "other"]
+        lines += ["", "Where the proxy's CPU goes (`perf record -e cpu-clock` over one more "
+                  f"{DURATION} s load; share of samples × CPU µs/req):", "",
+                  "| variant | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * len(names)]
+        for k, v in splits:
+            cpu = s[k]["cpu_us"]
+            cells = [f"{v.split.get(n, 0):.1f}% = {v.split.get(n, 0) * cpu / 100:.1f} µs"
+                     for n in names]
+            lines.append(f"| ({k}) | " + " | ".join(cells) + " |")
     lines += ["", "Per-round req/s (in run order):", ""]
     for k, v in variants.items():
         if v.rounds:
@@ -448,24 +549,45 @@ def main():
         log("warning: fewer than 2 CPUs, proxy and load share one")
     all_variants = {
         "a": Variant("a", "Envoy, router + native static header", "native"),
-        "b": Variant("b", "Envoy + no-op Wasm filter", "wasm", NOOP_WASM),
+        "b": Variant("b", "Envoy + no-op Wasm filter", "wasm", NOOP_WASM, os.devnull),
         "c": Variant("c", "Envoy + jwt filter (default config)", "wasm", FILTER_WASM),
         "d": Variant("d", "test host + jwt filter", "host"),
+        "e": Variant("e", "Envoy + jwt filter, Envoy log on stderr", "wasm", FILTER_WASM,
+                     log="stderr"),
     }
     for i, extra in enumerate(filter(None, os.environ.get("BENCH_EXTRA", "").split(";"))):
         label, spec = extra.split("=", 1)
         wasm, _, config = spec.partition("@")
-        key = chr(ord("e") + i)
+        key = chr(ord("f") + i)
         all_variants[key] = Variant(key, f"Envoy + {label}", "wasm", os.path.abspath(wasm),
                                     os.path.abspath(config) if config else FILTER_CONFIG)
+    work = tempfile.mkdtemp(prefix="jwt-bench.")
+    for i, probe in enumerate(PROBES):
+        if probe not in PROBE_LABELS:
+            sys.exit(f"bench: unknown probe {probe!r} in BENCH_PROBES ({', '.join(PROBE_LABELS)})")
+        cfg = os.path.join(work, f"probe-{probe}.txt")
+        with open(cfg, "w") as f:
+            f.write(f"{probe}:{PROBE_CALLS}")
+        v = Variant(f"b{i + 1}", f"probe: no-op + {PROBE_CALLS} × {PROBE_LABELS[probe]}",
+                    "wasm", PROBE_WASM, cfg)
+        v.probe = probe
+        all_variants[v.key] = v
+    opt_wasm = os.path.join(work, "jwt_filter.opt.wasm")
+    if shutil.which("wasm-opt") and os.environ.get("BENCH_WASM_OPT", "1") != "0":
+        all_variants["c2"] = Variant("c2", "Envoy + jwt filter after `wasm-opt -Oz` (optional)",
+                                     "wasm", opt_wasm)
     keep = os.environ.get("BENCH_VARIANTS")
     variants = {k: v for k, v in all_variants.items() if not keep or k in keep.split(",")}
     build(variants)
+    if "c2" in variants:
+        r = run(["wasm-opt", "-Oz", *WASM_OPT_FEATURES, FILTER_WASM, "-o", opt_wasm],
+                capture_output=True, text=True)
+        if r.returncode != 0:
+            variants["c2"].unavailable = f"wasm-opt failed: {r.stderr.strip()[-200:]}"
     d = variants.get("d")
     if d and not d.unavailable and not os.path.exists(test_host_bin()):
         d.unavailable = f"no test-host binary at {test_host_bin()}"
 
-    work = tempfile.mkdtemp(prefix="jwt-bench.")
     upstream_port = free_port()
     upstream = f"127.0.0.1:{upstream_port}"
     echo = None
@@ -513,6 +635,12 @@ def main():
                     f"{r['errors']} errors")
         upstream_cpu = ((cpu_ticks(echo.pid) - echo_before) / TICKS * 1e6 / echo_reqs
                         if echo_reqs else None)
+        if perf_works():
+            for k in ("b", "c"):
+                v = variants.get(k)
+                if v and v.proc and v.proc.alive() and not v.unavailable:
+                    log(f"({k}) perf record over {DURATION} s of load")
+                    v.split = perf_split(v, work, script)
         for v in live:
             if v.proc and v.proc.alive():
                 v.rss = rss_kib(v.proc.pid)
