@@ -25,14 +25,6 @@ pub const PROCESSED_METRIC: &str = "jwt_proxy.requests_processed";
 /// Counter: requests forwarded with a token.
 pub const SIGNED_METRIC: &str = "jwt_proxy.requests_signed";
 
-/// The hop-by-hop headers (RFC 2616 section 13.5.1, RFC 7230 section 6.1)
-/// that Envoy forwards unless a filter removes them. Measured with Envoy 1.40:
-/// it drops `Connection`, `Keep-Alive`, `Proxy-Connection` and `Upgrade` on
-/// both sides (and the headers a request's `Connection` names) and re-frames
-/// `Transfer-Encoding` itself; removing those here would only cost hostcalls.
-/// The test host strips the same set.
-const HOP_BY_HOP_KEPT_BY_ENVOY: [&str; 2] = ["te", "trailer"];
-
 /// Bytes of host randomness fetched per `random_get` call: 64 nonces.
 const RANDOM_BATCH: usize = NONCE_LEN * 64;
 
@@ -290,10 +282,6 @@ impl HttpContext for Request {
             return self.status_reply();
         }
 
-        for name in HOP_BY_HOP_KEPT_BY_ENVOY {
-            self.set_http_request_header(name, None);
-        }
-
         // A client never gets its own token through: a signed request's
         // token replaces every value the client sent (one hostcall), an
         // unsigned request's are removed.
@@ -318,8 +306,13 @@ impl HttpContext for Request {
         self.status = self
             .get_http_response_header(":status")
             .and_then(|v| v.parse().ok());
-        // Envoy strips hop-by-hop headers from requests, but on responses it
-        // keeps the ones the upstream named in `Connection`: remove them here.
+        // Hop-by-hop headers (RFC 2616 section 13.5.1): Envoy drops
+        // `Connection`, `Keep-Alive`, `Proxy-Connection`, `Upgrade` and
+        // `Transfer-Encoding` itself, and envoy.yaml removes `TE` and
+        // `Trailer` natively (measured with Envoy 1.40). On responses Envoy
+        // keeps the headers the upstream named in `Connection`: only the
+        // filter knows them, so it removes them here. The test host strips
+        // the same set.
         if let Some(connection) = self.get_http_response_header("connection") {
             for name in connection
                 .split(',')
@@ -328,9 +321,6 @@ impl HttpContext for Request {
             {
                 self.set_http_response_header(&name.to_ascii_lowercase(), None);
             }
-        }
-        for name in HOP_BY_HOP_KEPT_BY_ENVOY {
-            self.set_http_response_header(name, None);
         }
         Action::Continue
     }
