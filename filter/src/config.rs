@@ -4,6 +4,12 @@
 //! Parsing and validation happen once, in `on_configure`; requests only ever
 //! see a validated `Config`. This module does not touch `proxy_wasm`, so it
 //! unit-tests natively.
+//!
+//! `RawConfig` is read by hand from [`crate::json`] rather than derived with
+//! serde: the behaviour is serde's `deny_unknown_fields` with named defaults
+//! (unknown and repeated fields refused, every error naming its field), but
+//! serde_json + serde_path_to_error were 84 KB of a 298 KB module, and module
+//! size is Envoy's start-up time (issue 4).
 
 use std::fmt;
 
