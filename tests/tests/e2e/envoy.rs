@@ -636,6 +636,25 @@ fn a_100_mib_post_streams_through() {
     );
 }
 
+#[test]
+fn a_chunked_post_with_trailers_is_signed_and_its_body_arrives_whole() {
+    // The module exports no body or trailer callbacks (filter/trim): Envoy
+    // must still stream every chunk and sign the head exactly once.
+    let upstream = Upstream::start();
+    let envoy = EnvoyBuilder::new(upstream.addr()).start();
+    let request = b"POST /chunks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+Transfer-Encoding: chunked\r\nx-my-jwt: forged\r\n\r\n\
+5\r\n{\"a\":\r\n4\r\n[1,2\r\n2\r\n]}\r\n0\r\nx-checksum: 42\r\n\r\n";
+    let resp = exchange(envoy.addr(), request);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.body, br#"{"a":[1,2]}"#, "every chunk, in order");
+    let seen = upstream.last();
+    let tokens = seen.all("x-my-jwt");
+    assert_eq!(tokens.len(), 1, "exactly one token: {tokens:?}");
+    assert_ne!(tokens[0], "forged");
+    verify(&tokens[0], SECRET.as_bytes());
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
