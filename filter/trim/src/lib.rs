@@ -6,10 +6,10 @@
 //! whether the filter implements it or not. Envoy (proxy-wasm-cpp-host) calls
 //! each exported callback on every request, and skips the ones a module does
 //! not export. A header-only filter pays two crossings into V8 per POST for
-//! nothing: 2.7 µs of proxy CPU per request, measured (BENCHMARKS.md). The
-//! SDK offers no way to leave them out, so the build removes them after
-//! linking. The function bodies stay (dead code, a few hundred bytes); only
-//! the exports go, which is all the host looks at.
+//! nothing: about 1 µs of proxy CPU per request in Envoy (BENCHMARKS.md,
+//! variant (c3)). The SDK offers no way to leave them out, so the build
+//! removes them after linking. The function bodies stay (dead code, a few
+//! hundred bytes); only the exports go, which is all the host looks at.
 
 use std::collections::BTreeSet;
 
