@@ -8,7 +8,8 @@
 //! headers within the timeout `504`, a broken or non-HTTP response `502`, a malformed request
 //! body `400` (these go through the filter's response callbacks like Envoy's local replies);
 //! request heads over 60 KiB `431` (hyper's, before any callback); a filter trap `503` without
-//! further callbacks (its VM is being reloaded).
+//! further callbacks (its VM is being reloaded). Other requests in flight on that VM fail closed
+//! at their next callback, as in Envoy: `503` if their response has not started, else a reset.
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -1,6 +1,8 @@
 //! Faults (issue 5): a guest panic, an upstream that refuses, resets or
 //! stalls, clients that abort their uploads. Each fails only the request it
-//! hits, with a short answer; the proxy keeps serving; nothing unsigned
+//! hits (a guest panic also the requests in flight on that VM: 503, or a
+//! reset once their response has started), with a short answer or a reset;
+//! the proxy keeps serving; nothing unsigned
 //! reaches the upstream; nothing leaks. Run on Envoy and on the test host,
 //! except the leak figures (RSS, fds, connection stats), which are Envoy's.
 
@@ -27,6 +29,7 @@ struct Head {
 /// `/reset-silent` resets the connection without a byte,
 /// `/reset-head` sends half a status line and resets the connection,
 /// `/reset-body` sends the head and 10 of 1000 body bytes and resets,
+/// `/slow-body` sends the head and 10 of 20 body bytes, the rest 400 ms later,
 /// `/garbage` answers bytes that are not HTTP, `/stall` never answers,
 /// anything else gets `200 ok`. Records every request head. Stops on drop.
 struct Faulty {
@@ -138,6 +141,16 @@ async fn serve_faulty(mut stream: tokio::net::TcpStream, record: Arc<Mutex<Vec<H
                 return reset(stream);
             }
             "/reset-silent" => return reset(stream),
+            "/slow-body" => {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789")
+                    .await;
+                let _ = stream.flush().await;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                if stream.write_all(b"0123456789").await.is_err() {
+                    return;
+                }
+            }
             "/garbage" => {
                 let _ = stream.write_all(b"THIS IS NOT HTTP\r\n\r\n").await;
                 return;
@@ -320,38 +333,82 @@ fn upstream_refusing_is_503_and_serving_resumes_when_it_returns() {
     }
 }
 
-/// Sends requests from two threads until `stop`, recording each status
-/// (0: no answer) and the time of the first 200 after `panicked` is set.
+/// How one background request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ended {
+    /// A complete response with this status.
+    Status(u16),
+    /// The connection was closed or reset before the response was complete.
+    Reset,
+    /// No answer within the client's read timeout: a hang.
+    Hung,
+}
+
+/// Sends requests from two threads until `stop`, recording each path and
+/// how it ended.
 fn background_traffic(
     addr: SocketAddr,
     stop: &Arc<AtomicBool>,
-) -> Vec<std::thread::JoinHandle<Vec<u16>>> {
+) -> Vec<std::thread::JoinHandle<Vec<(String, Ended)>>> {
     (0..2)
         .map(|t| {
             let stop = Arc::clone(stop);
             std::thread::spawn(move || {
-                let mut statuses = Vec::new();
+                let mut ended = Vec::new();
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) && i < 5_000 {
+                    let path = format!("/bg/{t}/{i}");
                     let req = if i % 2 == 0 {
-                        post(&format!("/bg/{t}/{i}"), &[], b"{}")
+                        post(&path, &[], b"{}")
                     } else {
-                        bare("GET", &format!("/bg/{t}/{i}"), &[])
+                        bare("GET", &path, &[])
                     };
-                    let status = Conn::connect(addr)
+                    let outcome = Conn::connect(addr)
                         .and_then(|mut c| {
                             c.send(&req)?;
                             c.read_response(false)
                         })
-                        .map_or(0, |r| r.status);
-                    statuses.push(status);
+                        .map_or_else(
+                            |e| match e.kind() {
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                                    Ended::Hung
+                                }
+                                _ => Ended::Reset,
+                            },
+                            |r| Ended::Status(r.status),
+                        );
+                    ended.push((path, outcome));
                     i += 1;
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                statuses
+                ended
             })
         })
         .collect()
+}
+
+/// Checks how background requests ended around `panics` guest panics: each
+/// is a 200 or a 503, or a reset of a request that had already been
+/// forwarded. A request on the failed VM fails closed at its next callback,
+/// as in Envoy (proxy-wasm-cpp-host's `CHECK_FAIL_HTTP`): 503 if its response
+/// has not started, else a reset. Two client threads: at most two requests
+/// are in flight when a VM dies.
+fn assert_failed_closed(name: &str, ended: &[(String, Ended)], seen: &[Head], panics: usize) {
+    for (path, e) in ended {
+        match e {
+            Ended::Status(200 | 503) => {}
+            Ended::Reset => assert!(
+                seen.iter().any(|h| &h.path == path),
+                "{name}: {path} was reset before it reached the upstream"
+            ),
+            other => panic!("{name}: {path} ended {other:?} while the VM reloaded"),
+        }
+    }
+    let resets = ended.iter().filter(|(_, e)| *e == Ended::Reset).count();
+    assert!(
+        resets <= 2 * panics,
+        "{name}: {resets} resets after {panics} panic(s): only requests in flight on a failed VM may be reset"
+    );
 }
 
 #[test]
@@ -404,22 +461,21 @@ fn guest_panic_fails_that_request_and_serving_resumes_within_a_second() {
         };
         std::thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::Relaxed);
-        let statuses: Vec<u16> = traffic
+        let ended: Vec<(String, Ended)> = traffic
             .into_iter()
             .flat_map(|t| t.join().unwrap())
             .collect();
-        let failed = statuses.iter().filter(|s| **s != 200).count();
+        let not_ok: Vec<_> = ended
+            .iter()
+            .filter(|(_, e)| *e != Ended::Status(200))
+            .collect();
         eprintln!(
-            "{name}: served again {recovered:?} after the panic; background: {} requests, {failed} not 200 ({:?})",
-            statuses.len(),
-            statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+            "{name}: served again {recovered:?} after the panic; background: {} requests, {} not 200 ({not_ok:?})",
+            ended.len(),
+            not_ok.len(),
         );
-        assert!(
-            statuses.iter().all(|s| *s == 200 || *s == 503),
-            "{name}: only 200 or 503 while the VM reloads: {statuses:?}"
-        );
-
         let seen = upstream.seen()[before..].to_vec();
+        assert_failed_closed(name, &ended, &seen, 1);
         assert!(
             seen.iter().all(|h| h.path != "/panic"),
             "{name}: the panicking request reached the upstream"
@@ -431,9 +487,12 @@ fn guest_panic_fails_that_request_and_serving_resumes_within_a_second() {
         );
         // Every 200 reached the upstream; a request already forwarded when
         // its VM died may still be answered 503 (its context is gone).
-        let served = 2 + statuses.iter().filter(|s| **s == 200).count();
+        let served = 2 + ended
+            .iter()
+            .filter(|(_, e)| *e == Ended::Status(200))
+            .count();
         assert!(
-            (served..=2 + statuses.len()).contains(&seen.len()),
+            (served..=2 + ended.len()).contains(&seen.len()),
             "{name}: {} reached the upstream, {served} were served",
             seen.len()
         );
@@ -568,6 +627,69 @@ fn panic_chain_template() -> std::path::PathBuf {
     path
 }
 
+/// A response already streaming when its VM dies is cut, not finished
+/// unfiltered and not hung: the request's context is gone with the VM, and
+/// fail-closed means its next callback fails the stream (Envoy resets a
+/// stream whose response has started). The test host does the same.
+#[test]
+fn a_response_streaming_when_its_vm_dies_is_reset_on_both_proxies() {
+    let upstream = Faulty::start();
+    let envoy = Proxy::Envoy(
+        EnvoyBuilder::new(upstream.addr)
+            .wasm(wasm("panic_filter"))
+            .concurrency(1)
+            .start(),
+    );
+    let host = Proxy::Host(
+        HostProxy::start(
+            test_host::HostBuilder::new(wasm("panic_filter"))
+                .upstream(upstream.addr)
+                .workers(1),
+        )
+        .unwrap(),
+    );
+    for proxy in [envoy, host] {
+        let name = proxy.name();
+        let mut slow = Conn::connect(proxy.addr()).unwrap();
+        slow.send(&post("/slow-body", &[], b"{}")).unwrap();
+        // The head and the first 10 bytes are on their way to the client.
+        std::thread::sleep(Duration::from_millis(150));
+        let resp = exchange(
+            proxy.addr(),
+            &post("/panic", &["X-Fixture-Panic: 1"], b"{}"),
+        );
+        assert_eq!(resp.status, 503, "{name}: {}", resp.text());
+        let started = Instant::now();
+        let cut = slow.read_response(false);
+        let kind = cut.as_ref().err().map(std::io::Error::kind);
+        eprintln!(
+            "{name}: the streaming response ended {:?} after {:?}",
+            cut.as_ref().map(|r| r.status),
+            started.elapsed()
+        );
+        assert!(
+            matches!(
+                kind,
+                Some(std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset)
+            ),
+            "{name}: expected the response to be cut, got {:?}",
+            cut.map(|r| (r.status, r.text()))
+        );
+        // Envoy closes the cut connection after its 1 s delayed-close timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{name}: cut only after {:?}",
+            started.elapsed()
+        );
+        assert_serves(&proxy, "a VM failure mid-response");
+        let seen = upstream.seen();
+        assert!(
+            seen.iter().any(|h| h.path == "/slow-body" && h.fixture_ok),
+            "{name}: /slow-body was not forwarded through the filter"
+        );
+    }
+}
+
 #[test]
 fn panics_in_front_of_the_product_filter_never_let_an_unsigned_request_through() {
     const PANICS: usize = 5;
@@ -591,7 +713,7 @@ fn panics_in_front_of_the_product_filter_never_let_an_unsigned_request_through()
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let statuses: Vec<u16> = traffic
+    let ended: Vec<(String, Ended)> = traffic
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
@@ -606,16 +728,17 @@ fn panics_in_front_of_the_product_filter_never_let_an_unsigned_request_through()
     }
 
     let seen = upstream.seen();
-    let status_failed = statuses.iter().filter(|s| **s != 200).count();
+    let not_ok: Vec<_> = ended
+        .iter()
+        .filter(|(_, e)| *e != Ended::Status(200))
+        .collect();
     eprintln!(
-        "chain: {PANICS} panics, {} background requests ({status_failed} not 200), {} reached the upstream",
-        statuses.len(),
+        "chain: {PANICS} panics, {} background requests ({} not 200: {not_ok:?}), {} reached the upstream",
+        ended.len(),
+        not_ok.len(),
         seen.len()
     );
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 503),
-        "{statuses:?}"
-    );
+    assert_failed_closed("chain", &ended, &seen, PANICS);
     assert!(seen.iter().all(|h| !h.path.starts_with("/panic")));
     assert!(
         seen.iter().all(|h| h.fixture_ok),
