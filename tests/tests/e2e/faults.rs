@@ -411,23 +411,25 @@ fn assert_failed_closed(name: &str, ended: &[(String, Ended)], seen: &[Head], pa
     );
 }
 
+/// Envoy (one worker) and the test host (one worker), each running the
+/// panic fixture in front of `upstream`.
+fn panicking(upstream: SocketAddr) -> [Proxy; 2] {
+    let envoy = EnvoyBuilder::new(upstream)
+        .wasm(wasm("panic_filter"))
+        .start();
+    let host = test_host::HostBuilder::new(wasm("panic_filter"))
+        .upstream(upstream)
+        .workers(1);
+    [
+        Proxy::Envoy(envoy),
+        Proxy::Host(HostProxy::start(host).unwrap()),
+    ]
+}
+
 #[test]
 fn guest_panic_fails_that_request_and_serving_resumes_within_a_second() {
     let upstream = Faulty::start();
-    let envoy = Proxy::Envoy(
-        EnvoyBuilder::new(upstream.addr)
-            .wasm(wasm("panic_filter"))
-            .start(),
-    );
-    let host = Proxy::Host(
-        HostProxy::start(
-            test_host::HostBuilder::new(wasm("panic_filter"))
-                .upstream(upstream.addr)
-                .workers(1),
-        )
-        .unwrap(),
-    );
-    for proxy in [envoy, host] {
+    for proxy in panicking(upstream.addr) {
         let name = proxy.name();
         let before = upstream.seen().len();
         assert_eq!(
@@ -634,21 +636,7 @@ fn panic_chain_template() -> std::path::PathBuf {
 #[test]
 fn a_response_streaming_when_its_vm_dies_is_reset_on_both_proxies() {
     let upstream = Faulty::start();
-    let envoy = Proxy::Envoy(
-        EnvoyBuilder::new(upstream.addr)
-            .wasm(wasm("panic_filter"))
-            .concurrency(1)
-            .start(),
-    );
-    let host = Proxy::Host(
-        HostProxy::start(
-            test_host::HostBuilder::new(wasm("panic_filter"))
-                .upstream(upstream.addr)
-                .workers(1),
-        )
-        .unwrap(),
-    );
-    for proxy in [envoy, host] {
+    for proxy in panicking(upstream.addr) {
         let name = proxy.name();
         let mut slow = Conn::connect(proxy.addr()).unwrap();
         slow.send(&post("/slow-body", &[], b"{}")).unwrap();
