@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jwt_proxy_tests::load::{open_fds, rss_kib};
-use jwt_proxy_tests::proxy::{HostProxy, Proxy, host_builder};
+use jwt_proxy_tests::proxy::{HostProxy, Proxy, Setup, host_builder};
 use jwt_proxy_tests::raw::{Conn, bare, exchange, post};
 use jwt_proxy_tests::{EnvoyBuilder, SECRET, dead_addr, verify, wasm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -411,19 +411,14 @@ fn assert_failed_closed(name: &str, ended: &[(String, Ended)], seen: &[Head], pa
     );
 }
 
-/// Envoy (one worker) and the test host (one worker), each running the
-/// panic fixture in front of `upstream`.
+/// Envoy and the test host, one worker each, running the panic fixture in
+/// front of `upstream`.
 fn panicking(upstream: SocketAddr) -> [Proxy; 2] {
-    let envoy = EnvoyBuilder::new(upstream)
-        .wasm(wasm("panic_filter"))
-        .start();
-    let host = test_host::HostBuilder::new(wasm("panic_filter"))
-        .upstream(upstream)
-        .workers(1);
-    [
-        Proxy::Envoy(envoy),
-        Proxy::Host(HostProxy::start(host).unwrap()),
-    ]
+    Setup {
+        wasm: wasm("panic_filter"),
+        ..Setup::new(upstream)
+    }
+    .both()
 }
 
 #[test]
