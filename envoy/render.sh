@@ -12,6 +12,10 @@ template=${1:-$here/envoy.yaml}
 : "${LISTEN_ADDRESS:=127.0.0.1}"
 : "${UPSTREAM:=127.0.0.1:8081}"
 : "${UPSTREAM_TIMEOUT:=15s}"
+# Gateway limits (SPEC section 7); the tests shorten the timers.
+: "${REQUEST_HEADERS_TIMEOUT:=10s}"
+: "${IDLE_TIMEOUT:=60s}"
+: "${MAX_CONNECTIONS:=10000}"
 : "${WASM_PATH:=$here/../target/wasm32-wasip1/release/jwt_filter.wasm}"
 # The filter's configuration (JSON): $PLUGIN_CONFIG, else the file
 # $PLUGIN_CONFIG_FILE (default filter-config.json beside this script, which
@@ -31,7 +35,8 @@ for n in "$HTTP_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"; do
 done
 # PLUGIN_CONFIG goes inside a single-quoted YAML scalar: double its quotes.
 PLUGIN_CONFIG=$(printf '%s' "$PLUGIN_CONFIG" | sed "s/'/''/g")
-export HTTP_PORT ADMIN_PORT LISTEN_ADDRESS UPSTREAM_HOST UPSTREAM_PORT UPSTREAM_TIMEOUT WASM_PATH PLUGIN_CONFIG
+export HTTP_PORT ADMIN_PORT LISTEN_ADDRESS UPSTREAM_HOST UPSTREAM_PORT UPSTREAM_TIMEOUT WASM_PATH PLUGIN_CONFIG \
+  REQUEST_HEADERS_TIMEOUT IDLE_TIMEOUT MAX_CONNECTIONS
 
 awk '
 /^[ \t]*#/ { print; next }

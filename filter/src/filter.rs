@@ -28,6 +28,10 @@ pub const SIGNED_METRIC: &str = "jwt_proxy.requests_signed";
 /// Bytes of host randomness fetched per `random_get` call: 64 nonces.
 const RANDOM_BATCH: usize = NONCE_LEN * 64;
 
+/// The methods the proxy serves, for its own answers to `OPTIONS` and
+/// `TRACE` (SPEC section 7).
+const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
+
 /// What every request context of one VM shares.
 struct Shared {
     config: Config,
@@ -211,6 +215,55 @@ impl Request {
         Action::Pause
     }
 
+    /// The proxy's own part of the method rules (SPEC section 7); `None`
+    /// lets the request go on. Every method is already read, so this costs
+    /// no hostcall except `max-forwards` on `OPTIONS`.
+    fn method_rules(&self) -> Option<Action> {
+        match self.method.as_str() {
+            // TRACE reflects the request back (cross-site tracing).
+            "TRACE" => {
+                self.send_http_response(
+                    405,
+                    vec![("allow", ALLOW), ("content-type", "text/plain")],
+                    Some(b"method not allowed\n"),
+                );
+                Some(Action::Pause)
+            }
+            "OPTIONS" => self.max_forwards(),
+            // A case variant of a signed method (`post` over HTTP/2, where
+            // no codec refuses it) would be forwarded unsigned.
+            m if !self.shared.config.signs(m)
+                && self
+                    .shared
+                    .config
+                    .sign_methods
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(m)) =>
+            {
+                Some(self.refuse(400, "methods are case-sensitive"))
+            }
+            _ => None,
+        }
+    }
+
+    /// RFC 2616 section 14.31: `Max-Forwards: 0` is answered here, a larger
+    /// valid value is forwarded decremented, an invalid one unchanged.
+    fn max_forwards(&self) -> Option<Action> {
+        let value = self.get_http_request_header("max-forwards")?;
+        let value = value.trim();
+        if !value.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // Empty or beyond u64: invalid, forwarded unchanged.
+        let hops: u64 = value.parse().ok()?;
+        if hops == 0 {
+            self.send_http_response(200, vec![("allow", ALLOW)], None);
+            return Some(Action::Pause);
+        }
+        self.set_http_request_header("max-forwards", Some(&(hops - 1).to_string()));
+        None
+    }
+
     /// Refuses the request locally: it is never forwarded.
     fn refuse(&self, status: u32, message: &str) -> Action {
         self.send_http_response(
@@ -281,6 +334,9 @@ impl HttpContext for Request {
         if self.path == self.shared.config.status_path {
             return self.status_reply();
         }
+        if let Some(action) = self.method_rules() {
+            return action;
+        }
 
         // A client never gets its own token through: a signed request's
         // token replaces every value the client sent (one hostcall), an
@@ -291,7 +347,8 @@ impl HttpContext for Request {
             self.set_http_request_header(&self.shared.config.header, None);
             Action::Continue
         };
-        if let Action::Continue = action {
+        // CONNECT is never proxied: Envoy's router answers it with 404.
+        if let (Action::Continue, false) = (&action, self.method == "CONNECT") {
             let s = &self.shared;
             // Counted as forwarded once the filter lets it through.
             let _ = hostcalls::increment_metric(s.processed, 1);
@@ -335,17 +392,18 @@ impl HttpContext for Request {
             self.get_property(vec!["response", "code"])
                 .and_then(|b| b.try_into().ok().map(u64::from_le_bytes))
         });
-        let elapsed = self
-            .get_current_time()
-            .duration_since(self.started)
-            .unwrap_or(Duration::ZERO);
-        let line = request_line(
-            &self.method,
-            &self.path,
-            status,
-            self.jti.as_deref(),
-            elapsed,
-        );
+        // A request the host refused before its headers reached the filter
+        // (an `Upgrade`, `OPTIONS *`) has no method, path or start time.
+        let (method, path, elapsed) = if self.method.is_empty() {
+            ("-", "-", None)
+        } else {
+            let elapsed = self
+                .get_current_time()
+                .duration_since(self.started)
+                .unwrap_or(Duration::ZERO);
+            (self.method.as_str(), self.path.as_str(), Some(elapsed))
+        };
+        let line = request_line(method, path, status, self.jti.as_deref(), elapsed);
         // Straight to the host: the `log` facade would format the line again.
         let _ = hostcalls::log(LogLevel::Info, &line);
     }
@@ -358,7 +416,7 @@ fn request_line(
     path: &str,
     status: Option<u64>,
     jti: Option<&str>,
-    elapsed: Duration,
+    elapsed: Option<Duration>,
 ) -> String {
     let jti = jti.unwrap_or("-");
     let mut line = String::with_capacity(method.len() + path.len() + jti.len() + 32);
@@ -373,6 +431,10 @@ fn request_line(
     line.push_str(" jti=");
     line.push_str(jti);
     line.push(' ');
+    let Some(elapsed) = elapsed else {
+        line.push('-');
+        return line;
+    };
     // Milliseconds with three decimals, rounded to the microsecond.
     let micros = duration_nanos(elapsed).saturating_add(500) / 1000;
     push_u64(&mut line, micros / 1000);
