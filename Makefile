@@ -15,18 +15,26 @@ CARGO ?= cargo
 # per POST (filter/trim/src/lib.rs, BENCHMARKS.md variant (c3)).
 HEADER_ONLY := proxy_on_request_body proxy_on_request_trailers proxy_on_response_body proxy_on_response_trailers
 TRIM = $(CARGO) run --quiet -p trim-exports --
+# Reproducible module (SPEC section 8): the same bytes from any checkout
+# directory and any cargo home. Set for the wasm target only, so the native
+# builds (wasmtime) keep their flags and their cache.
+CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
+WASM_RUSTFLAGS := --remap-path-prefix=$(CURDIR)=/build --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo
+export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := $(WASM_RUSTFLAGS)
 
-.PHONY: help build wasm fixtures toolchain envoy echo-upstream run run-host test lint validate up down bench soak clean
+.PHONY: help build wasm fixtures toolchain envoy echo-upstream run run-host test lint validate up down bench soak clean oci wasm-rustflags
 
 help:
 	@echo "make build      the filter (.wasm, release) and the host binaries"
 	@echo "make run        echo upstream + Envoy with the filter on HTTP_PORT (default 8080)"
 	@echo "                UPSTREAM=host:port uses that upstream instead of the echo one"
+	@echo "                WASM_URL=http://... WASM_SHA256=hex: Envoy fetches the module over HTTP"
 	@echo "make run-host   the same with the test host instead of Envoy"
 	@echo "make test       every test, Envoy end-to-end tests included"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
 	@echo "make validate   envoy --mode validate on every Envoy config in the repo"
 	@echo "make up         the same system under docker compose (needs Docker)"
+	@echo "make oci        OCI image of the module (target/oci/), deploy/ manifests rendered"
 	@echo "make bench      benchmarks, writes BENCHMARKS.md (ROUNDS=, DURATION=)"
 	@echo "make soak       1,000,000 POSTs through Envoy + filter (SOAK_REQUESTS=)"
 
@@ -78,6 +86,16 @@ down:
 
 clean:
 	$(CARGO) clean
+
+# OCI image of the trimmed module, no Docker engine (umoci; deploy/oci.sh):
+# layout, tarball, digests and rendered deploy/ manifests in target/oci/.
+# OCI_IMAGE=registry/name OCI_TAG=tag name the image in the manifests.
+oci: wasm
+	deploy/oci.sh
+
+# The wasm RUSTFLAGS this checkout builds with (the reproducibility test).
+wasm-rustflags:
+	@echo '$(WASM_RUSTFLAGS)'
 
 # What the filter costs in Envoy: alternating wrk rounds against Envoy alone,
 # with the no-op filter, with ours, and the test host; writes BENCHMARKS.md.

@@ -33,6 +33,37 @@ for n in "$HTTP_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"; do
     ''|*[!0-9]*) echo "render.sh: '$n' is not a port number (HTTP_PORT, ADMIN_PORT, UPSTREAM)" >&2; exit 2 ;;
   esac
 done
+# The module (SPEC section 8): the file WASM_PATH, or, with WASM_URL, fetched
+# by Envoy over HTTP from a cluster for the URL's host and checked against
+# WASM_SHA256 (a module whose sha256 differs is refused).
+WASM_SOURCE_CLUSTER=
+if [ -z "${WASM_URL:-}" ]; then
+  WASM_CODE="{ local: { filename: $WASM_PATH } }"
+else
+  case "${WASM_SHA256:-}" in
+    *[!0-9a-f]*|'') bad_sha=1 ;;
+    *) bad_sha=$([ ${#WASM_SHA256} -eq 64 ] && echo 0 || echo 1) ;;
+  esac
+  if [ "$bad_sha" = 1 ]; then
+    echo "render.sh: WASM_URL needs WASM_SHA256, the module's sha256 (64 lowercase hex digits)" >&2; exit 2
+  fi
+  case "$WASM_URL" in
+    http://*) rest=${WASM_URL#http://} ;;
+    *) echo "render.sh: WASM_URL must be an http:// URL, got '$WASM_URL'" >&2; exit 2 ;;
+  esac
+  authority=${rest%%/*}
+  case "$authority" in
+    ''|*[!A-Za-z0-9.:_-]*) echo "render.sh: WASM_URL has no valid host: '$WASM_URL'" >&2; exit 2 ;;
+    *:*) WASM_HOST=${authority%:*}; WASM_PORT=${authority##*:} ;;
+    *) WASM_HOST=$authority; WASM_PORT=80 ;;
+  esac
+  case "$WASM_PORT" in
+    ''|*[!0-9]*) echo "render.sh: WASM_URL port '$WASM_PORT' is not a number" >&2; exit 2 ;;
+  esac
+  WASM_CODE="{ remote: { http_uri: { uri: \"$WASM_URL\", cluster: wasm_source, timeout: 10s }, sha256: \"$WASM_SHA256\", retry_policy: { num_retries: 3, retry_back_off: { base_interval: 0.5s, max_interval: 2s } } } }"
+  WASM_SOURCE_CLUSTER="- { name: wasm_source, type: STRICT_DNS, dns_lookup_family: V4_PREFERRED, connect_timeout: 1s, load_assignment: { cluster_name: wasm_source, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: $WASM_HOST, port_value: $WASM_PORT } } } } ] } ] } }"
+fi
+export WASM_CODE WASM_SOURCE_CLUSTER
 # PLUGIN_CONFIG goes inside a single-quoted YAML scalar: double its quotes.
 PLUGIN_CONFIG=$(printf '%s' "$PLUGIN_CONFIG" | sed "s/'/''/g")
 export HTTP_PORT ADMIN_PORT LISTEN_ADDRESS UPSTREAM_HOST UPSTREAM_PORT UPSTREAM_TIMEOUT WASM_PATH PLUGIN_CONFIG \

@@ -24,6 +24,19 @@ check() { # name, then env assignments for render.sh; template last via TEMPLATE
 check "envoy/envoy.yaml (make run)"
 # docker compose renders the same template with these values (see docker-compose.yml).
 check "envoy/envoy.yaml (docker compose)" HTTP_PORT=8080 ADMIN_PORT=9901 LISTEN_ADDRESS=0.0.0.0 UPSTREAM=echo:8081 WASM_PATH="$wasm"
+# Remote module (make run WASM_URL=... WASM_SHA256=...): the same template
+# with vm_config.code.remote and the cluster for the URL's host.
+check "envoy/envoy.yaml (make run WASM_URL=...)" WASM_URL=http://127.0.0.1:8000/plugin.wasm \
+  WASM_SHA256="$(sha256sum "$wasm" | cut -d' ' -f1)"
+# deploy/kubernetes/configmap.yaml carries the template rendered with
+# deploy/kubernetes/envoy.env (by make oci); here with the local module.
+set --
+while IFS= read -r setting; do set -- "$@" "$setting"; done < "$root/deploy/kubernetes/envoy.env"
+# Its key comes from JWT_SECRET (a Secret in the pod): a random one here.
+JWT_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
+export JWT_SECRET
+check "deploy/kubernetes/configmap.yaml (make oci)" "$@" WASM_PATH="$wasm"
+unset JWT_SECRET
 for t in "$root"/tests/bench/*.yaml; do
   [ -f "$t" ] || continue
   TEMPLATE=$t check "${t#"$root"/}" WASM_PATH="$wasm"
