@@ -5,18 +5,20 @@
 //! see a validated `Config`. This module does not touch `proxy_wasm`, so it
 //! unit-tests natively.
 //!
-//! `RawConfig` is read by hand from [`crate::json`] rather than derived with
-//! serde: the behaviour is serde's `deny_unknown_fields` with named defaults
+//! `serde_json` reads the document: its members in order, repeated names
+//! kept, each value a `serde_json::Value`; each field is then read by hand.
+//! The behaviour is serde's `deny_unknown_fields` with named defaults
 //! (unknown and repeated fields refused, every error naming its field), but
-//! serde_json + serde_path_to_error were 84 KB of a 298 KB module, and module
-//! size is Envoy's start-up time (issue 4).
+//! the messages are our own: serde's quote a wrong value whole (a key pasted
+//! into the wrong field would reach the log) and print floats, whose
+//! formatting is 24 KB of Wasm. Measured on the trimmed module: this reader
+//! adds 31 KB to the module, serde derive 76 KB.
 
 use std::fmt;
 
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 use sha2::{Digest, Sha512};
-
-use crate::json::{self, Value};
-use crate::jwt::push_json_string;
 
 /// Minimum HS512 key length in bytes (RFC 7518 section 3.2: a key of the
 /// same size as the hash output or larger).
@@ -137,13 +139,15 @@ impl RawConfig {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(raw);
         }
-        let doc =
-            json::parse(bytes).map_err(|e| ConfigError::new("configuration", e.to_string()))?;
-        let Value::Object(members) = doc else {
-            return Err(ConfigError::new(
-                "configuration",
-                format!("invalid type: {}, expected an object", doc.kind()),
-            ));
+        let members = match serde_json::from_slice(bytes) {
+            Ok(Document::Object(members)) => members,
+            Ok(Document::Other(kind)) => {
+                return Err(ConfigError::new(
+                    "configuration",
+                    format!("invalid type: {kind}, expected an object"),
+                ));
+            }
+            Err(e) => return Err(ConfigError::new("configuration", e.to_string())),
         };
         let mut seen: Vec<String> = Vec::with_capacity(members.len());
         for (name, value) in members {
@@ -182,6 +186,83 @@ impl RawConfig {
     }
 }
 
+/// The configuration document as `serde_json` reads it: an object's members
+/// in document order, duplicates kept (a `serde_json::Value` object keeps
+/// only the last of a repeated name, so a repeated field could not be
+/// refused), or the kind of any other value.
+enum Document {
+    Object(Vec<(String, Value)>),
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Document {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DocumentVisitor)
+    }
+}
+
+/// Takes every kind of value: serde's default for a kind a visitor does not
+/// take is an "invalid type" error, and formatting one links float
+/// formatting (24 KB of Wasm).
+struct DocumentVisitor;
+
+impl<'de> Visitor<'de> for DocumentVisitor {
+    type Value = Document;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
+        let mut members = Vec::new();
+        while let Some(member) = map.next_entry()? {
+            members.push(member);
+        }
+        Ok(Document::Object(members))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Document, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Document::Other("an array"))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Document, E> {
+        Ok(Document::Other("a string"))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Document, E> {
+        Ok(Document::Other("a boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Document, E> {
+        Ok(Document::Other("a number"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Document, E> {
+        Ok(Document::Other("a number"))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Document, E> {
+        Ok(Document::Other("a number"))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Document, E> {
+        Ok(Document::Other("null"))
+    }
+}
+
+/// What kind of value this is, for "invalid type" messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// A field name as errors show it: long names (a key pasted as a name)
 /// by length only, the empty name described.
 fn field_name_for_errors(name: &str) -> String {
@@ -195,14 +276,19 @@ fn field_name_for_errors(name: &str) -> String {
     }
 }
 
-/// "invalid type" for a value of the wrong kind; a string or number is
-/// quoted (or its length shown, see [`shown`]).
+/// "invalid type" for a value of the wrong kind; a string or a whole number
+/// is quoted (or its length shown, see [`shown`]). Other numbers are not:
+/// only their float value is known, and float formatting is 24 KB of Wasm.
 fn invalid_type(field: &str, value: &Value, expected: &str) -> ConfigError {
     let found = match value {
         Value::String(s) => format!("string {}", shown(s)),
-        Value::Number(n) => format!("number {}", shown(n)),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(n), _) => format!("number {}", shown(&n.to_string())),
+            (_, Some(n)) => format!("number {}", shown(&n.to_string())),
+            _ => "a number".to_owned(),
+        },
         Value::Bool(b) => format!("boolean `{b}`"),
-        other => other.kind().to_owned(),
+        other => kind(other).to_owned(),
     };
     ConfigError::new(field, format!("invalid type: {found}, expected {expected}"))
 }
@@ -228,23 +314,27 @@ fn strings(field: &str, value: Value) -> Result<Vec<String>, ConfigError> {
     }
 }
 
+/// `serde_json` reads a number with a fraction or an exponent, or beyond
+/// the 64-bit integers, as a float; such a number is described, not shown.
 fn whole_number(field: &str, value: Value) -> Result<u64, ConfigError> {
-    let Value::Number(text) = value else {
+    let Value::Number(n) = &value else {
         return Err(invalid_type(field, &value, "a whole number"));
     };
-    // The JSON grammar has been checked: digits only means a whole number.
-    if !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ConfigError::new(
-            field,
-            format!("invalid value: {}, expected a whole number", shown(&text)),
-        ));
+    if let Some(n) = n.as_u64() {
+        return Ok(n);
     }
-    text.parse().map_err(|_| {
-        ConfigError::new(
-            field,
-            format!("invalid value: {}, larger than {}", shown(&text), u64::MAX),
-        )
-    })
+    let found = match (n.as_i64(), n.as_f64()) {
+        (Some(negative), _) => shown(&negative.to_string()),
+        (_, Some(f)) if f >= 18_446_744_073_709_551_616.0 => {
+            format!("a number larger than {}", u64::MAX)
+        }
+        (_, Some(f)) if f.is_sign_negative() => "a negative number".to_owned(),
+        _ => "a number with a fraction or an exponent".to_owned(),
+    };
+    Err(ConfigError::new(
+        field,
+        format!("invalid value: {found}, expected a whole number"),
+    ))
 }
 
 fn encoding(field: &str, value: Value) -> Result<SecretEncoding, ConfigError> {
@@ -518,9 +608,8 @@ impl fmt::Debug for Config {
 
 /// `s` as a JSON string.
 fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    push_json_string(&mut out, s);
-    out
+    // Serializing a `str` cannot fail.
+    serde_json::to_string(s).unwrap_or_default()
 }
 
 /// Longest value an error message repeats: a key pasted into the wrong field
@@ -736,13 +825,32 @@ mod tests {
             "invalid type: an array, expected a string"
         );
         assert_eq!(
-            reason(format!(r#"{{{s},"ttl_seconds":1.5}}"#)),
-            r#"invalid value: "1.5", expected a whole number"#
+            reason(format!(r#"{{{s},"ttl_seconds":-1}}"#)),
+            r#"invalid value: "-1", expected a whole number"#
         );
         assert_eq!(
-            reason(format!(r#"{{{s},"ttl_seconds":99999999999999999999}}"#)),
-            r#"invalid value: "99999999999999999999", larger than 18446744073709551615"#
+            reason(format!(r#"{{{s},"user":7}}"#)),
+            r#"invalid type: number "7", expected a string"#
         );
+        assert_eq!(
+            reason(format!(r#"{{{s},"user":-7}}"#)),
+            r#"invalid type: number "-7", expected a string"#
+        );
+        assert_eq!(
+            reason("[]".to_owned()),
+            "invalid type: an array, expected an object"
+        );
+        for (doc, found) in [
+            ("true", "a boolean"),
+            ("null", "null"),
+            ("1.5", "a number"),
+            (r#""{}""#, "a string"),
+        ] {
+            assert_eq!(
+                reason(doc.to_owned()),
+                format!("invalid type: {found}, expected an object")
+            );
+        }
         assert_eq!(
             reason(format!(r#"{{{s},"sign_methods":["POST",false]}}"#)),
             "invalid type: boolean `false`, expected a string"
@@ -754,10 +862,6 @@ mod tests {
         assert_eq!(
             reason(format!(r#"{{{s},"user":"a","user":"b"}}"#)),
             "duplicate field `user`"
-        );
-        assert_eq!(
-            reason("[]".to_owned()),
-            "invalid type: an array, expected an object"
         );
         assert_eq!(
             reason("{\"secret\": }".to_owned()),
@@ -809,6 +913,109 @@ mod tests {
             )
         );
         assert!(!line.contains(SECRET) && !line.contains('\n'));
+    }
+
+    /// `serde_json` reads these as floats, which are never printed (float
+    /// formatting is 24 KB of Wasm): they are described instead.
+    #[test]
+    fn numbers_that_are_not_whole_are_described_not_shown() {
+        let s = format!(r#""secret":"{SECRET}""#);
+        let reason = |json: String| parse(&json).unwrap_err().reason;
+        for (ttl, found) in [
+            ("1.5", "a number with a fraction or an exponent"),
+            ("1e3", "a number with a fraction or an exponent"),
+            ("1.0", "a number with a fraction or an exponent"),
+            ("-0", "a negative number"),
+            ("-1.5", "a negative number"),
+            ("-99999999999999999999", "a negative number"),
+            (
+                "99999999999999999999",
+                "a number larger than 18446744073709551615",
+            ),
+            ("1e300", "a number larger than 18446744073709551615"),
+        ] {
+            assert_eq!(
+                reason(format!(r#"{{{s},"ttl_seconds":{ttl}}}"#)),
+                format!("invalid value: {found}, expected a whole number"),
+                "{ttl}"
+            );
+        }
+        assert_eq!(
+            parse(&format!(r#"{{{s},"ttl_seconds":18446744073709551615}}"#))
+                .unwrap()
+                .ttl_seconds,
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            reason(format!(r#"{{{s},"user":1.5}}"#)),
+            "invalid type: a number, expected a string"
+        );
+    }
+
+    #[test]
+    fn nested_values_are_named_by_kind() {
+        let s = format!(r#""secret":"{SECRET}""#);
+        let reason = |json: String| parse(&json).unwrap_err().reason;
+        assert_eq!(
+            reason(format!(r#"{{{s},"user":{{"a":[1,{{}}]}}}}"#)),
+            "invalid type: an object, expected a string"
+        );
+        assert_eq!(
+            reason(format!(r#"{{{s},"sign_methods":["POST",["GET"]]}}"#)),
+            "invalid type: an array, expected a string"
+        );
+        assert_eq!(
+            reason(format!(r#"{{{s},"sign_methods":null}}"#)),
+            "invalid type: null, expected an array of strings"
+        );
+        // Deeper than serde_json's recursion limit: refused, not overflowed.
+        let deep = format!(r#"{{"user":{}{}}}"#, "[".repeat(200), "]".repeat(200));
+        assert_eq!(err_field(&deep), "configuration");
+        assert_eq!(err_field(&"[".repeat(1_000_000)), "configuration");
+    }
+
+    #[test]
+    fn a_repeated_field_is_refused_even_with_the_same_value() {
+        let doc = format!(r#"{{"secret":"{SECRET}","secret":"{SECRET}"}}"#);
+        let err = parse(&doc).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.reason.as_str()),
+            ("secret", "duplicate field `secret`")
+        );
+        // Only the document's own members: a nested repeat is a value.
+        let err = parse(&format!(
+            r#"{{"secret":"{SECRET}","user":{{"a":1,"a":2}}}}"#
+        ));
+        assert_eq!(err.unwrap_err().field, "user");
+    }
+
+    #[test]
+    fn syntax_errors_say_where_and_never_quote() {
+        for (doc, reason) in [
+            ("{\"secret\": }", "expected value at line 1 column 12"),
+            (
+                "{\n  \"user\": [1 2]\n}",
+                "expected `,` or `]` at line 2 column 14",
+            ),
+            ("{} x", "trailing characters at line 1 column 4"),
+            (
+                "{\"user\":\"a",
+                "EOF while parsing a string at line 1 column 10",
+            ),
+            ("{\"user\":\"\\x\"}", "invalid escape at line 1 column 11"),
+        ] {
+            let err = parse(doc).unwrap_err();
+            assert_eq!(
+                (err.field.as_str(), err.reason.as_str()),
+                ("configuration", reason)
+            );
+        }
+        let err = Config::parse(b"{\"user\":\"\xff\"}", no_env).unwrap_err();
+        assert_eq!(err.field, "configuration");
+        // A key written where JSON expects a value: only its position shows.
+        let err = parse(&format!(r#"{{"secret":{SECRET}}}"#)).unwrap_err();
+        assert_eq!(err.field, "configuration");
+        assert!(!err.reason.contains(&SECRET[..8]), "{err}");
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! proxy-wasm glue in `filter` is compiled for Wasm only.
 
 pub mod config;
-pub mod json;
 pub mod jwt;
 pub mod status;
 

@@ -1,15 +1,17 @@
 //! Property tests (issue 5) of the filter's plain-Rust modules, natively:
-//! configuration parsing on arbitrary bytes and arbitrary JSON objects, the
-//! signer on arbitrary clocks, nonces and users (checked with the
-//! `jsonwebtoken` crate), the status page on arbitrary figures, and the
-//! secret hygiene of every `Debug` and error text.
+//! configuration parsing on arbitrary bytes, JSON-like text and JSON
+//! objects (the values `serde_json` writes are the values read; what
+//! `serde_json` refuses is a `configuration` error), the signer on arbitrary
+//! clocks, nonces and users (checked with the `jsonwebtoken` crate), dates
+//! (checked with the `time` crate), the status page on arbitrary figures, and
+//! the secret hygiene of every `Debug` and error text.
 //!
 //! Case count: `PROPTEST_CASES` (proptest's default, 256, in `make test`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
-use jwt_filter::config::{Config, MAX_USER_LEN, MIN_KEY_LEN, RawConfig};
+use jwt_filter::config::{Config, MAX_USER_LEN, MIN_KEY_LEN, RawConfig, SecretEncoding};
 use jwt_filter::jwt::{NONCE_LEN, Signer, utc_date};
 use jwt_filter::status::{Figures, rfc3339, wants_html};
 use proptest::prelude::*;
@@ -215,12 +217,15 @@ proptest! {
         prop_assert_eq!(&verify(&signed.token, SECRET.as_bytes())["payload"]["user"], &json!(user));
     }
 
+    /// The date and time agree with the `time` crate's calendar, not a copy
+    /// of the filter's own arithmetic.
     #[test]
-    fn dates_are_iso_and_match_rfc3339(secs in 0..=LAST_SECOND) {
-        let date = utc_date(secs).unwrap();
-        prop_assert_eq!(date.len(), 10);
-        let stamp = rfc3339(secs);
-        prop_assert!(stamp.starts_with(&date) && stamp.ends_with('Z') && stamp.len() == 20, "{}", stamp);
+    fn dates_and_times_match_the_time_crate(secs in prop_oneof![0..=LAST_SECOND, Just(LAST_SECOND)]) {
+        let t = time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap()).unwrap();
+        let date = format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
+        prop_assert_eq!(&utc_date(secs).unwrap(), &date);
+        let stamp = format!("{date}T{:02}:{:02}:{:02}Z", t.hour(), t.minute(), t.second());
+        prop_assert_eq!(rfc3339(secs), stamp);
     }
 
     #[test]
@@ -248,31 +253,81 @@ proptest! {
         let _ = rfc3339(started);
     }
 
-    /// The configuration's JSON reader reads what `serde_json` writes, the
-    /// same values, compact or pretty.
+    /// Every field reads back what `serde_json` writes for it, compact or
+    /// pretty, whatever the strings hold.
     #[test]
-    fn json_reader_reads_what_serde_json_writes(v in json_value(), pretty in any::<bool>()) {
+    fn fields_read_back_what_serde_json_writes(
+        user in any::<String>(),
+        issuer in prop::option::of(".{0,30}"),
+        ttl in prop::option::of(any::<u64>()),
+        methods in prop::collection::vec("[A-Z]{1,8}", 0..4),
+        log_requests in any::<bool>(),
+        hex in any::<bool>(),
+        pretty in any::<bool>(),
+    ) {
+        let doc = json!({
+            "secret": SECRET,
+            "secret_encoding": if hex { "hex" } else { "utf8" },
+            "user": user,
+            "issuer": issuer,
+            "ttl_seconds": ttl,
+            "sign_methods": methods,
+            "log_requests": log_requests,
+        });
         let text = if pretty {
-            serde_json::to_string_pretty(&v).unwrap()
+            serde_json::to_string_pretty(&doc).unwrap()
         } else {
-            serde_json::to_string(&v).unwrap()
+            serde_json::to_string(&doc).unwrap()
         };
-        let ours = jwt_filter::json::parse(text.as_bytes()).unwrap();
-        prop_assert_eq!(to_serde(ours), numbers_as_text(v));
+        let raw = RawConfig::from_json(text.as_bytes()).unwrap();
+        prop_assert_eq!(raw.secret.as_deref(), Some(SECRET));
+        let encoding = if hex { SecretEncoding::Hex } else { SecretEncoding::Utf8 };
+        prop_assert_eq!(raw.secret_encoding, encoding);
+        prop_assert_eq!(&raw.user, &user);
+        prop_assert_eq!(&raw.issuer, &issuer);
+        prop_assert_eq!(raw.ttl_seconds, ttl);
+        prop_assert_eq!(&raw.sign_methods, &methods);
+        prop_assert_eq!(raw.log_requests, log_requests);
     }
 
-    /// On JSON-like text the reader accepts exactly what `serde_json`
-    /// accepts (but numbers out of `f64` range, which it keeps as text).
+    /// A field written twice is refused, naming it, whatever the values;
+    /// so is one written twice among other fields.
     #[test]
-    fn json_reader_accepts_what_serde_json_accepts(
+    fn a_repeated_field_is_refused(
+        field in prop::sample::select(FIELDS.to_vec()),
+        first in json_value(),
+        second in json_value(),
+        others in config_object(),
+    ) {
+        let mut members: Vec<String> = others
+            .iter()
+            .filter(|(k, _)| k.as_str() != field)
+            .map(|(k, v)| format!("{}:{v}", json!(k)))
+            .collect();
+        members.insert(0, format!("\"{field}\":{first}"));
+        members.push(format!("\"{field}\":{second}"));
+        let text = format!("{{{}}}", members.join(","));
+        let e = Config::parse(text.as_bytes(), no_env).unwrap_err();
+        // An earlier field may be refused first, for its own value.
+        prop_assert!(names_a_field(&e.field, Some(&others)) || e.field == field, "{}", e);
+        if e.reason.starts_with("duplicate field") {
+            prop_assert_eq!(e.field, field);
+        }
+    }
+
+    /// On JSON-like text, what `serde_json` refuses, or reads as something
+    /// other than an object, is refused as the `configuration`; an object
+    /// is read field by field (its errors name a field).
+    #[test]
+    fn the_document_is_what_serde_json_reads(
         text in r#"([{}\[\]":, ]|true|null|-?[0-9]{1,3}(\.[0-9])?([eE][+-]?[0-9])?|\\[nu"\\x]|[0-9a-fA-F]{1,4}|[a-z]|\t|\n|é){0,40}"#,
     ) {
-        let serde: Result<Value, _> = serde_json::from_str(&text);
-        let ours = jwt_filter::json::parse(text.as_bytes());
-        if let Err(e) = &serde {
-            prop_assume!(!e.to_string().contains("out of range"));
+        prop_assume!(!text.trim().is_empty());
+        let object = serde_json::from_str::<Value>(&text).is_ok_and(|v| v.is_object());
+        match Config::parse(text.as_bytes(), no_env) {
+            Ok(_) => prop_assert!(false, "no key, yet accepted: {:?}", text),
+            Err(e) => prop_assert_eq!(e.field != "configuration", object, "{:?}: {}", text, e),
         }
-        prop_assert_eq!(ours.is_ok(), serde.is_ok(), "{:?}: ours {:?}, serde {:?}", text, ours, serde);
     }
 
     #[test]
@@ -285,38 +340,6 @@ proptest! {
         prop_assert!(!debug.contains(&key), "{}", debug);
         prop_assert!(!debug.contains(&hex_lower(&c.key)), "{}", debug);
         prop_assert!(debug.contains("<redacted"));
-    }
-}
-
-/// `v` with every number replaced by its JSON text (the reader keeps numbers
-/// as text; `serde_json` without `float_roundtrip` may read a float back a
-/// bit off, which is not the reader's to check).
-fn numbers_as_text(v: Value) -> Value {
-    match v {
-        Value::Number(n) => Value::String(format!("number {n}")),
-        Value::Array(items) => Value::Array(items.into_iter().map(numbers_as_text).collect()),
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| (k, numbers_as_text(v)))
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
-/// The reader's value as a `serde_json` value (objects by key, as serde's
-/// map keeps them; numbers as in [`numbers_as_text`]).
-fn to_serde(v: jwt_filter::json::Value) -> Value {
-    use jwt_filter::json::Value as J;
-    match v {
-        J::Null => Value::Null,
-        J::Bool(b) => Value::Bool(b),
-        J::Number(n) => Value::String(format!("number {n}")),
-        J::String(s) => Value::String(s),
-        J::Array(items) => Value::Array(items.into_iter().map(to_serde).collect()),
-        J::Object(members) => {
-            Value::Object(members.into_iter().map(|(k, v)| (k, to_serde(v))).collect())
-        }
     }
 }
 
