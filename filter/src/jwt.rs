@@ -4,7 +4,7 @@
 //! clock and random source are read by the caller and passed in, so tests pin
 //! them and compare exact tokens. This module does not touch `proxy_wasm`.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -110,11 +110,10 @@ impl Signer {
     fn claims(&self, iat: u64, jti: &str, user: &str, date: &str) -> String {
         let mut json = String::with_capacity(self.claims_prefix.len() + 120 + user.len());
         json.push_str(&self.claims_prefix);
-        json.push_str(r#""iat":"#);
-        push_u64(&mut json, iat);
+        // Writing to a `String` cannot fail.
+        let _ = write!(json, r#""iat":{iat}"#);
         if let Some(ttl) = self.ttl_seconds {
-            json.push_str(r#","exp":"#);
-            push_u64(&mut json, iat.saturating_add(ttl));
+            let _ = write!(json, r#","exp":{}"#, iat.saturating_add(ttl));
         }
         json.push_str(r#","jti":""#);
         json.push_str(jti);
@@ -133,7 +132,7 @@ impl Signer {
     /// [`SignError::TimeOutOfRange`] when `iat` has no calendar date.
     pub fn sign(&self, iat: u64, nonce: &[u8; NONCE_LEN], user: &str) -> Result<Signed, SignError> {
         let date = utc_date(iat)?;
-        let jti = hex_lower(nonce);
+        let jti = hex::encode(nonce);
         let json = self.claims(iat, &jti, user, &date);
 
         let mut token = String::with_capacity(self.header_prefix.len() + json.len() * 4 / 3 + 90);
@@ -145,44 +144,6 @@ impl Signer {
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(signature, &mut token);
         Ok(Signed { token, jti })
-    }
-}
-
-/// Lowercase hex of `bytes`.
-fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
-}
-
-/// Appends the decimal digits of `n` (no `std::fmt`: it is large in Wasm).
-pub fn push_u64(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &b in &buf[i..] {
-        out.push(char::from(b));
-    }
-}
-
-/// Appends `n` as exactly `width` decimal digits (zero-padded, truncated on
-/// the left if longer).
-fn push_padded(out: &mut String, n: u64, width: u32) {
-    let mut div = 10u64.pow(width.saturating_sub(1));
-    while div > 0 {
-        out.push(char::from(b'0' + (n / div % 10) as u8));
-        div /= 10;
     }
 }
 
@@ -206,10 +167,8 @@ pub fn push_json_string(out: &mut String, s: &str) {
         };
         out.push_str(&s[start..i]);
         if short.is_empty() {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(char::from(DIGITS[usize::from(b >> 4)]));
-            out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+            // Writing to a `String` cannot fail.
+            let _ = write!(out, "\\u{b:04x}");
         } else {
             out.push_str(short);
         }
@@ -244,13 +203,7 @@ pub fn utc_date(secs: u64) -> Result<String, SignError> {
         return Err(SignError::TimeOutOfRange(secs));
     }
     let (year, month, day) = civil_from_days(secs / 86_400);
-    let mut out = String::with_capacity(10);
-    push_padded(&mut out, year, 4);
-    out.push('-');
-    push_padded(&mut out, month, 2);
-    out.push('-');
-    push_padded(&mut out, day, 2);
-    Ok(out)
+    Ok(format!("{year:04}-{month:02}-{day:02}"))
 }
 
 #[cfg(test)]
