@@ -634,11 +634,24 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// A configured header name, lowercased. A name with `_` is refused (SPEC
+/// section 7): servers that map headers to CGI-style variables (gunicorn
+/// before 22, uwsgi, PHP-FPM) read `x_my_jwt` as `x-my-jwt`, and both hosts
+/// drop request headers whose names contain `_`.
 fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
     if !is_token(name) {
         return Err(ConfigError::new(
             field,
             format!("{} is not a valid header name", shown(name)),
+        ));
+    }
+    if name.contains('_') {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "{} contains `_`, which servers that map headers to CGI variables read as `-`",
+                shown(name)
+            ),
         ));
     }
     Ok(name.to_ascii_lowercase())
@@ -1016,6 +1029,39 @@ mod tests {
         let err = parse(&format!(r#"{{"secret":{SECRET}}}"#)).unwrap_err();
         assert_eq!(err.field, "configuration");
         assert!(!err.reason.contains(&SECRET[..8]), "{err}");
+    }
+
+    /// SPEC section 7: servers that map headers to CGI-style variables
+    /// (gunicorn before 22, uwsgi, PHP-FPM) read `x_my_jwt` as `x-my-jwt`.
+    #[test]
+    fn header_names_with_underscores_are_refused() {
+        for field in ["header", "user_header"] {
+            for name in ["x_my_jwt", "X_User", "_", "x-my_jwt"] {
+                let err =
+                    parse(&format!(r#"{{"secret":"{SECRET}","{field}":"{name}"}}"#)).unwrap_err();
+                assert_eq!(err.field, field, "{name}");
+                assert!(err.reason.contains("contains `_`"), "{err}");
+                assert_eq!(err.to_string().lines().count(), 1);
+            }
+        }
+        let err = parse(&format!(
+            r#"{{"secret":"{SECRET}","header":"x_{}"}}"#,
+            "a".repeat(40)
+        ))
+        .unwrap_err();
+        assert!(
+            err.reason.starts_with("<42 characters> contains `_`"),
+            "{err}"
+        );
+        // The defaults and dashed names are fine.
+        let c = parse(&format!(
+            r#"{{"secret":"{SECRET}","header":"X-My-Jwt","user_header":"x-user"}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.header.as_str(), c.user_header.as_deref()),
+            ("x-my-jwt", Some("x-user"))
+        );
     }
 
     #[test]

@@ -330,6 +330,27 @@ proptest! {
         }
     }
 
+    /// A configured header name with `_` is refused at start (SPEC 7),
+    /// naming the field; one without is accepted, lowercased.
+    #[test]
+    fn header_names_with_underscores_are_refused(
+        field in prop::sample::select(vec!["header", "user_header"]),
+        name in "[A-Za-z0-9_-]{1,20}",
+    ) {
+        let doc = json!({"secret": SECRET, field: name}).to_string();
+        match Config::parse(doc.as_bytes(), no_env) {
+            Ok(c) => {
+                prop_assert!(!name.contains('_'));
+                let configured = if field == "header" { Some(c.header) } else { c.user_header };
+                prop_assert_eq!(configured, Some(name.to_ascii_lowercase()));
+            }
+            Err(e) => {
+                prop_assert!(name.contains('_'), "{}", e);
+                prop_assert_eq!(e.field, field);
+            }
+        }
+    }
+
     #[test]
     fn config_debug_never_shows_the_key(key in "[!-~]{64,130}", hex in any::<bool>()) {
         let key = if hex { hex_lower(key.as_bytes()) } else { key };
