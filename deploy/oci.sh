@@ -91,7 +91,7 @@ echo "$manifest" > "$out/image.digest"
 envoy_yaml=$out/envoy.rendered.yaml
 set --
 while IFS= read -r setting; do set -- "$@" "$setting"; done < "$here/kubernetes/envoy.env"
-env "$@" ${K8S_UPSTREAM:+UPSTREAM=$K8S_UPSTREAM} "$root/envoy/render.sh" > "$envoy_yaml"
+env "$@" ${K8S_UPSTREAM:+UPSTREAM=$K8S_UPSTREAM} WASM_URL= "$root/envoy/render.sh" > "$envoy_yaml"
 
 # ${NAME} placeholders in deploy/; a line that is only ${ENVOY_YAML} becomes
 # the rendered Envoy config at that indentation.

@@ -207,6 +207,7 @@ pub struct EnvoyBuilder {
     upstream_timeout: String,
     concurrency: usize,
     env: Vec<(String, String)>,
+    render_env: Vec<(String, String)>,
 }
 
 impl EnvoyBuilder {
@@ -221,6 +222,7 @@ impl EnvoyBuilder {
             upstream_timeout: "15s".into(),
             concurrency: 1,
             env: Vec::new(),
+            render_env: Vec::new(),
         }
     }
 
@@ -255,6 +257,12 @@ impl EnvoyBuilder {
         self
     }
 
+    /// A setting for `envoy/render.sh` (e.g. `WASM_URL`), not for Envoy.
+    pub fn render_env(mut self, key: &str, value: &str) -> Self {
+        self.render_env.push((key.into(), value.into()));
+        self
+    }
+
     /// The route timeout (upstream too slow → 504).
     pub fn upstream_timeout(mut self, t: &str) -> Self {
         self.upstream_timeout = t.into();
@@ -264,6 +272,7 @@ impl EnvoyBuilder {
     fn spawn(&self, dir: &Path) -> Child {
         let rendered = Command::new("sh")
             .arg(root().join("envoy/render.sh"))
+            .envs(self.render_env.iter().map(|(k, v)| (k, v)))
             .arg(&self.template)
             .env("HTTP_PORT", "0")
             .env("ADMIN_PORT", "0")
