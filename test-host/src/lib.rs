@@ -17,6 +17,7 @@
 pub mod abi;
 mod buffers;
 pub mod clock;
+mod edge;
 pub mod headers;
 pub mod http;
 pub mod log;
@@ -190,6 +191,7 @@ pub struct HostBuilder {
     upstream: Option<String>,
     upstream_timeout: Duration,
     resume_timeout: Duration,
+    limits: edge::Limits,
     log_level: Level,
     echo_logs: bool,
     log_capacity: usize,
@@ -216,6 +218,7 @@ impl HostBuilder {
             upstream: None,
             upstream_timeout: Duration::from_secs(15),
             resume_timeout: Duration::from_secs(10),
+            limits: edge::Limits::default(),
             log_level: Level::Info,
             echo_logs: false,
             log_capacity: 100_000,
@@ -292,6 +295,27 @@ impl HostBuilder {
     /// 15 s); then `504`.
     pub fn upstream_timeout(mut self, timeout: Duration) -> Self {
         self.upstream_timeout = timeout;
+        self
+    }
+
+    /// A request head must be complete this long after its first byte, else `408` and the
+    /// connection is closed (Envoy's `request_headers_timeout`; default 10 s).
+    pub fn request_headers_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.request_headers_timeout = timeout;
+        self
+    }
+
+    /// A client connection with no request in flight is closed after this long (Envoy's
+    /// `idle_timeout`; default 60 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.idle_timeout = timeout;
+        self
+    }
+
+    /// Client connections open at once (Envoy's `global_downstream_max_connections`; default
+    /// 10,000); past it a new connection is closed at once.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n;
         self
     }
 
@@ -401,6 +425,7 @@ impl HostBuilder {
             upstream: authority.to_string(),
             upstream_timeout: self.upstream_timeout,
             resume_timeout: self.resume_timeout,
+            limits: self.limits,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let proxy = proxy::Proxy::new(config, workers, shared.clone());

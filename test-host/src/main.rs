@@ -46,6 +46,15 @@ struct Args {
     /// Seconds to wait for the upstream's response headers before answering 504.
     #[arg(long, default_value_t = 15)]
     upstream_timeout: u64,
+    /// Seconds a request head may take from its first byte (else 408).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    request_headers_timeout: f64,
+    /// Seconds after which a connection with no request in flight is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Client connections open at once; past it a new one is closed at once.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
     /// The plugin_name property.
     #[arg(long, default_value = "test-host")]
     plugin_name: String,
@@ -58,6 +67,14 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A duration from a number of seconds given on the command line.
+fn seconds(secs: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} must be a positive number of seconds, got {secs}"))
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut builder = HostBuilder::new(args.wasm.clone())
         .listen(args.listen)
@@ -65,6 +82,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .workers(args.workers)
         .log_level(args.log_level)
         .upstream_timeout(Duration::from_secs(args.upstream_timeout))
+        .request_headers_timeout(seconds(
+            args.request_headers_timeout,
+            "--request-headers-timeout",
+        )?)
+        .idle_timeout(seconds(args.idle_timeout, "--idle-timeout")?)
+        .max_connections(args.max_connections)
         .plugin_name(args.plugin_name)
         .echo_logs(true)
         .log_capacity(0);

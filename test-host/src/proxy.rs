@@ -26,9 +26,9 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -37,7 +37,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::Error;
-use crate::abi::Level;
+use crate::abi::{Level, MetricType};
+use crate::edge::{Activity, Guarded, InFlight, Limits, MAX_HEAD};
 use crate::headers::HeaderList;
 use crate::http::LocalReply;
 use crate::vm::{Direction, Shared, StreamInfo};
@@ -58,8 +59,8 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
 ];
 
-/// Envoy's default `max_request_headers_kb` (60 KiB, start line included).
-const MAX_REQUEST_HEADERS: usize = 60 << 10;
+/// What `envoy/envoy.yaml` appends to `Via` (RFC 9110 section 7.6.3).
+const VIA: &str = "jwt-proxy";
 
 /// Proxy settings.
 #[derive(Debug, Clone)]
@@ -67,6 +68,7 @@ pub(crate) struct ProxyConfig {
     pub(crate) upstream: String,
     pub(crate) upstream_timeout: Duration,
     pub(crate) resume_timeout: Duration,
+    pub(crate) limits: Limits,
 }
 
 /// Shared by every connection task.
@@ -77,6 +79,10 @@ pub(crate) struct Proxy {
     client: Upstream,
     shared: Arc<Shared>,
     ids: Mutex<StdRng>,
+    /// Client connections open now.
+    connections: Arc<AtomicUsize>,
+    /// Envoy's `http1.` / `http2.dropped_headers_with_underscores` counters.
+    dropped_underscores: [u32; 2],
 }
 
 /// The filter reset the stream: hyper closes the connection without a response.
@@ -98,6 +104,12 @@ impl Proxy {
             Random::Seeded(seed) => StdRng::seed_from_u64(seed ^ 0x05ee_d1d5),
             Random::Os => StdRng::from_rng(&mut rand::rng()),
         };
+        let dropped_underscores = ["http1", "http2"].map(|codec| {
+            shared.metrics.define(
+                MetricType::Counter,
+                &format!("{codec}.dropped_headers_with_underscores"),
+            )
+        });
         Arc::new(Self {
             config,
             workers,
@@ -105,6 +117,8 @@ impl Proxy {
             client,
             shared,
             ids: Mutex::new(ids),
+            connections: Arc::new(AtomicUsize::new(0)),
+            dropped_underscores,
         })
     }
 
@@ -145,8 +159,15 @@ pub(crate) async fn serve(
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Past the cap a new connection is closed at once (Envoy's
+                    // global_downstream_max_connections).
+                    let Some(open) = Open::claim(&proxy.connections, proxy.config.limits.max_connections) else {
+                        proxy.log(Level::Debug, format!("connection from {peer} over the limit: closed"));
+                        drop(stream);
+                        continue;
+                    };
                     let worker = proxy.next_worker.fetch_add(1, Ordering::Relaxed) % proxy.workers.len();
-                    connections.spawn(serve_connection(proxy.clone(), stream, peer, worker));
+                    connections.spawn(serve_connection(proxy.clone(), stream, peer, worker, open));
                 }
                 Err(e) => {
                     proxy.log(Level::Warn, format!("accept failed: {e}"));
@@ -158,25 +179,121 @@ pub(crate) async fn serve(
     }
 }
 
+/// One open client connection, counted until it drops.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn claim(count: &Arc<AtomicUsize>, max: usize) -> Option<Open> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Open(count.clone()))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One task per connection; all its requests go to the same worker (as Envoy pins a
-/// connection to a worker thread).
-async fn serve_connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, worker: usize) {
+/// connection to a worker thread). HTTP/1.x behind the [`Guarded`] checks, or HTTP/2 with
+/// prior knowledge.
+async fn serve_connection(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    worker: usize,
+    _open: Open,
+) {
     let local = stream.local_addr().ok();
     let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
+    let io = Guarded::new(stream, proxy.config.limits, activity.clone());
     let p = proxy.clone();
     let service = service_fn(move |req| {
         let proxy = p.clone();
-        async move { handle(proxy, worker, peer, local, req).await }
+        let in_flight = activity.begin();
+        // An HTTP/1.0 client gets no persistent connection (RFC 2616 section 19.6.2).
+        let http10 = req.version() == Version::HTTP_10;
+        async move {
+            let response = handle(proxy, worker, peer, local, req).await?;
+            let response = closing(response, http10);
+            Ok::<_, StreamReset>(response.map(|body| Counted { body, in_flight }.boxed()))
+        }
     });
-    if let Err(e) = http1::Builder::new()
-        .keep_alive(true)
-        // Envoy's default `max_request_headers_kb`: larger heads get 431, nothing forwarded.
-        .max_header_size(MAX_REQUEST_HEADERS)
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(true);
+    builder.http2().max_header_list_size(MAX_HEAD as u32);
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
         proxy.log(Level::Debug, format!("connection from {peer}: {e}"));
     }
+}
+
+/// A response body that holds its request in flight until it is done (for the idle timeout).
+struct Counted {
+    body: ProxyBody,
+    #[allow(dead_code)]
+    in_flight: InFlight,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// `value` appended to header `name`, after any values it has, comma-separated (Envoy's
+/// `APPEND_IF_EXISTS_OR_ADD`).
+fn append(map: &mut HeaderMap, name: &'static str, value: &str) {
+    let mut joined: Vec<u8> = Vec::new();
+    for v in map.get_all(name) {
+        joined.extend_from_slice(v.as_bytes());
+        joined.push(b',');
+    }
+    joined.extend_from_slice(value.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        map.insert(name, v);
+    }
+}
+
+/// How a request the connection manager refuses before the filter sees it is answered:
+/// status and whether the connection closes. Envoy runs no request callback for these.
+fn refused_early(parts: &http::request::Parts, named: &[String]) -> Option<(u16, bool)> {
+    // An `Upgrade` (WebSocket, ...) with none configured: 403. `h2c` is ignored.
+    let upgrade = named.iter().any(|n| n == "upgrade")
+        && parts
+            .headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .any(|v| {
+                v.to_str()
+                    .unwrap_or("")
+                    .split(',')
+                    .any(|t| !t.trim().eq_ignore_ascii_case("h2c"))
+            });
+    if upgrade {
+        return Some((403, true));
+    }
+    // `OPTIONS *` (or any `*`): no route matches.
+    (parts.uri.path() == "*").then_some((404, false))
 }
 
 /// Names listed in `Connection` headers, lowercase.
@@ -307,35 +424,73 @@ async fn handle(
                 .get(HOST)
                 .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
         })
-        .unwrap_or_else(|| proxy.config.upstream.clone());
+        // Only HTTP/1.0 gets this far without one: envoy.yaml's default_host_for_http_10.
+        .unwrap_or_else(|| "jwt-proxy".to_owned());
     let path = parts
         .uri
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
+    // What Envoy's connection manager does before any filter: `:path` (none for CONNECT),
+    // header names with `_` dropped and counted, a client's `x-envoy-*` removed (the
+    // header_mutation filter), `x-forwarded-proto` set.
+    let connect = parts.method == Method::CONNECT;
     let mut headers = HeaderList::new();
     headers.add(":authority", authority.as_bytes());
-    headers.add(":path", path.as_bytes());
+    if !connect {
+        headers.add(":path", path.as_bytes());
+    }
     headers.add(":method", parts.method.as_str().as_bytes());
     headers.add(":scheme", b"http");
+    let mut underscores = 0;
     for (name, value) in &parts.headers {
-        if name == HOST || is_hop_by_hop(name.as_str(), &named) {
+        let n = name.as_str();
+        if name == HOST
+            || is_hop_by_hop(n, &named)
+            || n.starts_with("x-envoy-")
+            || n == "x-forwarded-proto"
+        {
             continue;
         }
-        headers.add(name.as_str(), value.as_bytes());
-    }
-    let info = StreamInfo {
-        protocol: match parts.version {
-            Version::HTTP_10 => "HTTP/1.0",
-            Version::HTTP_2 => "HTTP/2",
-            _ => "HTTP/1.1",
+        if n.contains('_') {
+            underscores += 1;
+            continue;
         }
-        .to_owned(),
+        headers.add(n, value.as_bytes());
+    }
+    headers.add("x-forwarded-proto", b"http");
+    if underscores > 0 {
+        let codec = usize::from(parts.version == Version::HTTP_2);
+        proxy
+            .shared
+            .metrics
+            .increment(proxy.dropped_underscores[codec], underscores);
+    }
+    let protocol = match parts.version {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    };
+    let info = StreamInfo {
+        protocol: protocol.to_owned(),
         request_id: proxy.request_id(),
         source: Some(peer),
         destination: local,
     };
     let end_of_stream = body.is_end_stream();
+
+    if let Some((status, close)) = refused_early(&parts, &named) {
+        let ctx = match w.call(move |wk| wk.create(info)).await.and_then(|r| r) {
+            Ok(ctx) => ctx,
+            Err(e) => return Ok(filter_failed(&proxy, &e)),
+        };
+        let finish = Finish {
+            worker: w.clone(),
+            ctx,
+        };
+        let response = local_response(&proxy, &w, ctx, host_reply(status, ""), finish).await;
+        return Ok(closing(response, close));
+    }
 
     let started = w
         .call(move |wk| {
@@ -363,6 +518,11 @@ async fn handle(
     if let Some(reply) = outcome.local_reply {
         return Ok(local_response(&proxy, &w, ctx, reply, finish).await);
     }
+    if connect {
+        // The router has no route for CONNECT: 404, and the connection closes.
+        let response = local_response(&proxy, &w, ctx, host_reply(404, ""), finish).await;
+        return Ok(closing(response, true));
+    }
 
     // The upstream request, from the headers as the filter left them.
     let headers = outcome.headers;
@@ -385,6 +545,9 @@ async fn handle(
         {
             h.insert(HOST, a);
         }
+        // The route's request_headers_to_add, after every filter.
+        append(h, "via", &format!("{protocol} {VIA}"));
+        append(h, "x-forwarded-for", &peer.ip().to_string());
     }
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let (abort_tx, abort_rx) = oneshot::channel::<Abort>();
@@ -501,6 +664,16 @@ async fn handle(
     respond(proxy, w, ctx, upstream_response, finish).await
 }
 
+/// `response`, with `connection: close` when `close` (hyper then closes after it).
+fn closing(mut response: Response<ProxyBody>, close: bool) -> Response<ProxyBody> {
+    if close {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 fn host_reply(status: u16, body: &str) -> LocalReply {
     LocalReply {
         status,
@@ -611,7 +784,15 @@ async fn respond(
     );
     let mut headers = HeaderList::new();
     headers.add(":status", parts.status.as_str().as_bytes());
-    for (name, value) in &parts.headers {
+    let mut upstream_headers = parts.headers.clone();
+    // envoy.yaml's upstream filter: `Via` names the protocol the response arrived in.
+    let received = if parts.version == Version::HTTP_10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
+    append(&mut upstream_headers, "via", &format!("{received} {VIA}"));
+    for (name, value) in &upstream_headers {
         // Envoy's codec drops these; `connection` and the headers it names stay visible.
         if name.as_str() != "connection" && HOP_BY_HOP.contains(&name.as_str()) {
             continue;

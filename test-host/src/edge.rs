@@ -1,0 +1,753 @@
+//! The client side of a connection before hyper sees it: what Envoy's HTTP/1 codec and
+//! connection manager refuse or time out (SPEC section 7), so the test host answers a
+//! misbehaving client as Envoy 1.40 does.
+//!
+//! [`Guarded`] wraps the client's TCP stream. It hands hyper one request head at a time, only
+//! once the whole head has arrived and passed [`check_head`]; it follows each body's framing
+//! (`Content-Length` or chunked) to find where the next head starts. A refused head never
+//! reaches hyper: the guard writes Envoy's answer itself (after any response still in flight),
+//! closes the connection and lingers briefly so the answer is not lost to a reset. The same
+//! guard enforces the request-head timeout (408) and the idle timeout. A connection that opens
+//! with the HTTP/2 preface passes through untouched (hyper's HTTP/2 server frames it).
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+/// Envoy's default `max_request_headers_kb` (60 KiB, start line included).
+pub(crate) const MAX_HEAD: usize = 60 << 10;
+/// Envoy's default `max_request_headers_count`.
+const MAX_HEADERS: usize = 100;
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How long a refused connection keeps reading before it closes (Envoy's
+/// `delayed_close_timeout` is 1 s): unread bytes would turn the close into a reset.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The methods Envoy 1.40's HTTP/1 codec (Balsa) accepts; any other is 400. `MSEARCH`, not
+/// `M-SEARCH`, is in Balsa's list (measured: `M-SEARCH` gets 400).
+const KNOWN_METHODS: [&str; 34] = [
+    "ACL",
+    "BIND",
+    "CHECKOUT",
+    "CONNECT",
+    "COPY",
+    "DELETE",
+    "GET",
+    "HEAD",
+    "LINK",
+    "LOCK",
+    "MERGE",
+    "MKACTIVITY",
+    "MKCALENDAR",
+    "MKCOL",
+    "MOVE",
+    "MSEARCH",
+    "NOTIFY",
+    "OPTIONS",
+    "PATCH",
+    "POST",
+    "PROPFIND",
+    "PROPPATCH",
+    "PURGE",
+    "PUT",
+    "REBIND",
+    "REPORT",
+    "SEARCH",
+    "SOURCE",
+    "SUBSCRIBE",
+    "TRACE",
+    "UNBIND",
+    "UNLINK",
+    "UNLOCK",
+    "UNSUBSCRIBE",
+];
+
+/// The limits a client connection lives under.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// A request head must be complete this long after its first byte.
+    pub(crate) request_headers_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub(crate) idle_timeout: Duration,
+    /// Client connections open at once; past it a new one is closed at once.
+    pub(crate) max_connections: usize,
+}
+
+impl Default for Limits {
+    /// Envoy's values in `envoy/envoy.yaml`.
+    fn default() -> Self {
+        Self {
+            request_headers_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// A request head the proxy refuses, with the answer Envoy gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Malformed, an unknown method, `Content-Length` with `Transfer-Encoding`, a repeated or
+    /// invalid `Content-Length`, whitespace before a colon: the codec's 400.
+    BadRequest,
+    /// HTTP/1.1 without `Host`: the connection manager's 400 (empty body).
+    NoHost,
+    /// A `Transfer-Encoding` other than exactly `chunked`: 501.
+    NotImplemented,
+    /// A head over 60 KiB or with more than 100 headers: 431.
+    TooLarge,
+    /// The head did not arrive in time: 408.
+    Timeout,
+}
+
+impl Refusal {
+    /// The whole response, as Envoy writes it (less `date` and `server`).
+    pub(crate) fn response(self) -> Vec<u8> {
+        let (status, body) = match self {
+            Refusal::BadRequest => ("400 Bad Request", "Bad Request"),
+            Refusal::NoHost => ("400 Bad Request", ""),
+            Refusal::NotImplemented => ("501 Not Implemented", "Not Implemented"),
+            Refusal::TooLarge => (
+                "431 Request Header Fields Too Large",
+                "Request Header Fields Too Large",
+            ),
+            Refusal::Timeout => ("408 Request Timeout", "request header timeout"),
+        };
+        let content_type = if body.is_empty() {
+            ""
+        } else {
+            "content-type: text/plain\r\n"
+        };
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\n{content_type}connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+/// How the body after a head is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// Checks one complete request head (up to and including its empty line) the way Envoy's
+/// codec and connection manager do, and tells how its body is framed.
+///
+/// # Errors
+/// The [`Refusal`] Envoy answers with.
+pub(crate) fn check_head(head: &[u8]) -> Result<Framing, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooLarge),
+        // Partial: not a whole head; whitespace before a colon, a bad token, ...: malformed.
+        Ok(httparse::Status::Partial) | Err(_) => return Err(Refusal::BadRequest),
+    }
+    let method = req.method.unwrap_or_default();
+    if !KNOWN_METHODS.contains(&method) {
+        return Err(Refusal::BadRequest);
+    }
+    let named = |name: &'static str| {
+        req.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+    };
+    let lengths: Vec<&[u8]> = named("content-length").map(|h| h.value).collect();
+    let codings: Vec<&[u8]> = named("transfer-encoding").map(|h| h.value).collect();
+    if !codings.is_empty() {
+        if !lengths.is_empty() {
+            return Err(Refusal::BadRequest);
+        }
+        // Envoy implements `chunked` alone: a list, a repeat or another coding is 501.
+        if codings.len() > 1 || !codings[0].trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return Err(Refusal::NotImplemented);
+        }
+    }
+    if req.version == Some(1)
+        && named("host").next().is_none()
+        && !req.path.is_some_and(|p| p.contains("://"))
+    {
+        return Err(Refusal::NoHost);
+    }
+    match (lengths.as_slice(), codings.is_empty()) {
+        (_, false) => Ok(Framing::Chunked),
+        ([], true) => Ok(Framing::Empty),
+        ([one], true) => {
+            let text = one.trim_ascii();
+            if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+                return Err(Refusal::BadRequest);
+            }
+            std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .map(Framing::Length)
+                .ok_or(Refusal::BadRequest)
+        }
+        // Repeated, even with equal values: Envoy's 400.
+        _ => Err(Refusal::BadRequest),
+    }
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size { size: u64, digits: bool, ext: bool },
+    SizeLf { size: u64 },
+    Data(u64),
+    DataCr,
+    DataLf,
+    LineStart,
+    Trailer,
+    FinalLf,
+}
+
+/// What feeding bytes to a chunked body found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fed {
+    /// All bytes belong to the body; it goes on.
+    More,
+    /// The body ended after this many bytes.
+    End(usize),
+    /// The framing is broken: hyper refuses the body (400) and closes.
+    Broken,
+}
+
+impl Chunk {
+    fn start() -> Self {
+        Chunk::Size {
+            size: 0,
+            digits: false,
+            ext: false,
+        }
+    }
+
+    /// Advances over `bytes` (RFC 9112 section 7.1).
+    fn feed(&mut self, bytes: &[u8]) -> Fed {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            *self = match *self {
+                Chunk::Data(n) => {
+                    let take = n.min((bytes.len() - i) as u64);
+                    i += take as usize;
+                    *self = if take == n {
+                        Chunk::DataCr
+                    } else {
+                        Chunk::Data(n - take)
+                    };
+                    continue;
+                }
+                Chunk::Size { size, digits, ext } => match b {
+                    b'\r' if digits => Chunk::SizeLf { size },
+                    _ if ext => Chunk::Size { size, digits, ext },
+                    b';' | b' ' | b'\t' if digits => Chunk::Size {
+                        size,
+                        digits,
+                        ext: true,
+                    },
+                    _ => match (b as char).to_digit(16) {
+                        Some(d) => match size.checked_mul(16) {
+                            Some(s) => Chunk::Size {
+                                size: s + u64::from(d),
+                                digits: true,
+                                ext,
+                            },
+                            None => return Fed::Broken,
+                        },
+                        None => return Fed::Broken,
+                    },
+                },
+                Chunk::SizeLf { size } if b == b'\n' => {
+                    if size == 0 {
+                        Chunk::LineStart
+                    } else {
+                        Chunk::Data(size)
+                    }
+                }
+                Chunk::DataCr if b == b'\r' => Chunk::DataLf,
+                Chunk::DataLf if b == b'\n' => Chunk::start(),
+                Chunk::LineStart if b == b'\r' => Chunk::FinalLf,
+                Chunk::LineStart | Chunk::Trailer if b != b'\n' => Chunk::Trailer,
+                Chunk::Trailer => Chunk::LineStart,
+                Chunk::FinalLf if b == b'\n' => return Fed::End(i + 1),
+                _ => return Fed::Broken,
+            };
+            i += 1;
+        }
+        Fed::More
+    }
+}
+
+/// Requests in flight on one connection, shared by the guard and the responses.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    in_flight: AtomicUsize,
+    state: Mutex<Idle>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    /// When the last response finished.
+    since: Instant,
+    /// The guard, waiting for the connection to become idle.
+    waker: Option<Waker>,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            in_flight: AtomicUsize::new(0),
+            state: Mutex::new(Idle {
+                since: Instant::now(),
+                waker: None,
+            }),
+        })
+    }
+
+    /// A request starts; it ends when the returned guard drops (its response is done).
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// `Some(when the last response ended)` while no request is in flight; otherwise `None`,
+    /// and `waker` is woken when the last one ends.
+    fn idle_since(&self, waker: &Waker) -> Option<Instant> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            return Some(state.since);
+        }
+        state.waker = Some(waker.clone());
+        None
+    }
+}
+
+/// One request in flight (see [`Activity::begin`]).
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            state.since = Instant::now();
+            if let Some(w) = state.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// What the guard is reading.
+#[derive(Debug)]
+enum Mode {
+    /// The first bytes: HTTP/2 preface or not.
+    Sniff,
+    /// A request head (waiting for all of it).
+    Head,
+    /// `Content-Length` body bytes left.
+    Body(u64),
+    /// A chunked body.
+    Chunked(Chunk),
+    /// Everything, unchecked (HTTP/2, or a body hyper will refuse).
+    Through,
+    /// Answering a refused head: `written` bytes of `answer` sent.
+    Refuse { answer: Vec<u8>, written: usize },
+    /// Done: hyper reads end of stream.
+    Closed,
+}
+
+/// The client's stream as hyper reads it (see the module docs).
+pub(crate) struct Guarded {
+    io: Option<TcpStream>,
+    mode: Mode,
+    /// Bytes read from the client, not yet handed to hyper.
+    buf: Vec<u8>,
+    /// How many of `buf`'s first bytes hyper may have.
+    released: usize,
+    head_started: Option<Instant>,
+    last_read: Instant,
+    last_flush: Instant,
+    timer: Pin<Box<Sleep>>,
+    limits: Limits,
+    activity: Arc<Activity>,
+    refused: Option<Refusal>,
+    read_waker: Option<Waker>,
+}
+
+impl Guarded {
+    pub(crate) fn new(io: TcpStream, limits: Limits, activity: Arc<Activity>) -> Self {
+        let now = Instant::now();
+        Self {
+            io: Some(io),
+            mode: Mode::Sniff,
+            buf: Vec::new(),
+            released: 0,
+            head_started: None,
+            last_read: now,
+            last_flush: now,
+            timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
+            limits,
+            activity,
+            refused: None,
+            read_waker: None,
+        }
+    }
+
+    fn refuse(&mut self, why: Refusal) {
+        self.refused = Some(why);
+        self.buf.clear();
+        self.released = 0;
+        self.mode = Mode::Refuse {
+            answer: why.response(),
+            written: 0,
+        };
+    }
+
+    /// Moves the framing on over the unreleased bytes; `false` when it needs more bytes.
+    fn advance(&mut self) -> bool {
+        let mode = std::mem::replace(&mut self.mode, Mode::Closed);
+        match self.step(mode) {
+            Ok((mode, progressed)) => {
+                self.mode = mode;
+                progressed
+            }
+            Err(why) => {
+                self.refuse(why);
+                true
+            }
+        }
+    }
+
+    /// One step of [`Guarded::advance`]: the next mode, and whether anything moved.
+    fn step(&mut self, mode: Mode) -> Result<(Mode, bool), Refusal> {
+        let pending = &self.buf[self.released..];
+        Ok(match mode {
+            Mode::Sniff if pending.is_empty() => (Mode::Sniff, false),
+            Mode::Sniff => {
+                let n = pending.len().min(H2_PREFACE.len());
+                if pending[..n] != H2_PREFACE[..n] {
+                    (Mode::Head, true)
+                } else if n == H2_PREFACE.len() {
+                    (Mode::Through, true)
+                } else {
+                    self.head_started.get_or_insert_with(Instant::now);
+                    (Mode::Sniff, false)
+                }
+            }
+            Mode::Head if pending.is_empty() => (Mode::Head, false),
+            Mode::Head => {
+                self.head_started.get_or_insert_with(Instant::now);
+                let mut scratch = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let len = match httparse::Request::new(&mut scratch).parse(pending) {
+                    Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+                    Ok(httparse::Status::Partial) if pending.len() <= MAX_HEAD => {
+                        return Ok((Mode::Head, false));
+                    }
+                    Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooLarge),
+                    Err(_) => return Err(Refusal::BadRequest),
+                };
+                let framing = check_head(&pending[..len])?;
+                self.released += len;
+                self.head_started = None;
+                let next = match framing {
+                    Framing::Empty => Mode::Head,
+                    Framing::Length(n) => Mode::Body(n),
+                    Framing::Chunked => Mode::Chunked(Chunk::start()),
+                };
+                (next, true)
+            }
+            Mode::Body(0) => (Mode::Head, true),
+            Mode::Body(left) => {
+                let take = left.min(pending.len() as u64);
+                self.released += take as usize;
+                (Mode::Body(left - take), take > 0)
+            }
+            Mode::Chunked(mut chunk) => match chunk.feed(pending) {
+                Fed::More => {
+                    let progressed = !pending.is_empty();
+                    self.released = self.buf.len();
+                    (Mode::Chunked(chunk), progressed)
+                }
+                Fed::End(n) => {
+                    self.released += n;
+                    (Mode::Head, true)
+                }
+                Fed::Broken => (Mode::Through, true),
+            },
+            Mode::Through => {
+                let progressed = !pending.is_empty();
+                self.released = self.buf.len();
+                (Mode::Through, progressed)
+            }
+            mode @ (Mode::Refuse { .. } | Mode::Closed) => (mode, false),
+        })
+    }
+
+    /// Writes the refusal once no response is in flight; `Ready` when it is out.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.activity.idle_since(cx.waker()) {
+            // Hyper flushes the last response after its body ends.
+            Some(done) if self.last_flush >= done => {}
+            _ => {
+                self.read_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(());
+        };
+        if let Mode::Refuse { answer, written } = &mut self.mode {
+            while *written < answer.len() {
+                match Pin::new(&mut *io).poll_write(cx, &answer[*written..]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                    Poll::Ready(Ok(n)) => *written += n,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if Pin::new(&mut *io).poll_shutdown(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        self.mode = Mode::Closed;
+        Poll::Ready(())
+    }
+
+    /// Arms the timer for the next deadline; `true` when a deadline has passed (the mode has
+    /// changed).
+    fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = match (&self.mode, self.head_started) {
+            (Mode::Sniff | Mode::Head, Some(started)) => {
+                Some((started + self.limits.request_headers_timeout, true))
+            }
+            (Mode::Sniff | Mode::Head | Mode::Through, None) => self
+                .activity
+                .idle_since(cx.waker())
+                .map(|done| (done.max(self.last_read) + self.limits.idle_timeout, false)),
+            _ => None,
+        };
+        let Some((at, head)) = deadline else {
+            return false;
+        };
+        if Instant::now() < at {
+            self.timer.as_mut().reset(at);
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+        }
+        if head {
+            self.refuse(Refusal::Timeout);
+        } else {
+            self.mode = Mode::Closed;
+        }
+        true
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.released > 0 {
+                let n = this.released.min(out.remaining());
+                out.put_slice(&this.buf[..n]);
+                this.buf.drain(..n);
+                this.released -= n;
+                return Poll::Ready(Ok(()));
+            }
+            match this.mode {
+                Mode::Closed => return Poll::Ready(Ok(())),
+                Mode::Refuse { .. } => {
+                    if this.poll_answer(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if this.advance() {
+                continue;
+            }
+            let Some(io) = this.io.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            let mut chunk = [0u8; 16 << 10];
+            let mut rb = ReadBuf::new(&mut chunk);
+            match Pin::new(io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    // End of stream: whatever is left goes to hyper, which judges it.
+                    this.released = this.buf.len();
+                    if this.released == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.mode = Mode::Through;
+                }
+                Poll::Ready(Ok(())) => {
+                    this.buf.extend_from_slice(rb.filled());
+                    this.last_read = Instant::now();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if this.poll_deadlines(cx) {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_write(cx, buf),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        };
+        if r.is_ready() {
+            self.last_flush = Instant::now();
+            if let Some(w) = self.read_waker.take() {
+                w.wake();
+            }
+        }
+        r
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl Drop for Guarded {
+    /// A refused connection reads on for a moment before it closes, so what the client still
+    /// sends does not turn the close into a reset that destroys the answer.
+    fn drop(&mut self) {
+        let (Some(mut io), Some(_)) = (self.io.take(), self.refused) else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let mut sink = [0u8; 4096];
+                let _ = tokio::time::timeout(LINGER, async {
+                    while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+                })
+                .await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(lines: &str) -> Vec<u8> {
+        lines.replace('\n', "\r\n").into_bytes()
+    }
+
+    #[test]
+    fn heads_envoy_refuses_are_refused_with_its_status() {
+        let cases: [(&str, Result<Framing, Refusal>); 14] = [
+            (
+                "POST / HTTP/1.1\nHost: a\nContent-Length: 2\n\n",
+                Ok(Framing::Length(2)),
+            ),
+            ("GET / HTTP/1.1\nHost: a\n\n", Ok(Framing::Empty)),
+            ("GET / HTTP/1.0\n\n", Ok(Framing::Empty)),
+            ("GET http://a/ HTTP/1.1\n\n", Ok(Framing::Empty)),
+            (
+                "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: Chunked\n\n",
+                Ok(Framing::Chunked),
+            ),
+            ("GET / HTTP/1.1\n\n", Err(Refusal::NoHost)),
+            ("post / HTTP/1.1\nHost: a\n\n", Err(Refusal::BadRequest)),
+            ("M-SEARCH / HTTP/1.1\nHost: a\n\n", Err(Refusal::BadRequest)),
+            (
+                "GET / HTTP/1.1\nHost: a\nX-A : 1\n\n",
+                Err(Refusal::BadRequest),
+            ),
+            (
+                "POST / HTTP/1.1\nHost: a\nContent-Length: 2\nTransfer-Encoding: chunked\n\n",
+                Err(Refusal::BadRequest),
+            ),
+            (
+                "POST / HTTP/1.1\nHost: a\nContent-Length: 2\nContent-Length: 2\n\n",
+                Err(Refusal::BadRequest),
+            ),
+            (
+                "POST / HTTP/1.1\nHost: a\nContent-Length: +2\n\n",
+                Err(Refusal::BadRequest),
+            ),
+            (
+                "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: gzip, chunked\n\n",
+                Err(Refusal::NotImplemented),
+            ),
+            (
+                "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: gzip\nTransfer-Encoding: chunked\n\n",
+                Err(Refusal::NotImplemented),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(check_head(&head(text)), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_the_last_chunk_and_trailers_end() {
+        let body = b"4;ext=1\r\nwxyz\r\n0\r\nX-T: 1\r\n\r\nGET";
+        let mut c = Chunk::start();
+        assert_eq!(c.feed(body), Fed::End(body.len() - 3));
+        // Byte by byte, the same end.
+        let mut c = Chunk::start();
+        let ends: Vec<usize> = (0..body.len())
+            .filter(|&i| matches!(c.feed(&body[i..=i]), Fed::End(_)))
+            .collect();
+        assert_eq!(ends, vec![body.len() - 4]);
+        assert_eq!(Chunk::start().feed(b"zz\r\n"), Fed::Broken);
+        assert_eq!(Chunk::start().feed(b"\r\n"), Fed::Broken);
+    }
+
+    #[test]
+    fn refusals_are_whole_responses_that_close() {
+        let r = String::from_utf8(Refusal::Timeout.response()).unwrap_or_default();
+        assert!(r.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{r}");
+        assert!(r.contains("connection: close\r\n"));
+        assert!(r.ends_with("\r\n\r\nrequest header timeout"));
+        let r = String::from_utf8(Refusal::NoHost.response()).unwrap_or_default();
+        assert!(r.contains("content-length: 0\r\n") && !r.contains("content-type"));
+    }
+}
