@@ -68,7 +68,8 @@ cp "$wasm" "$work/bundle/rootfs/plugin.wasm"
 chmod 0644 "$work/bundle/rootfs/plugin.wasm"
 touch -d "@$SOURCE_DATE_EPOCH" "$work/bundle/rootfs/plugin.wasm" "$work/bundle/rootfs"
 # One layer: exactly plugin.wasm (umoci `insert` writes an unterminated tar).
-umoci repack --no-history --image "$image" "$work/bundle" 2>/dev/null
+umoci repack --image "$image" --history.created "$created" \
+  --history.created_by "make oci (deploy/oci.sh)" --history.comment "plugin.wasm" "$work/bundle"
 umoci gc --layout "$layout"
 rm -rf "$work"
 
