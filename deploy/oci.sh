@@ -18,6 +18,8 @@
 #   plugin.wasm          the module, for HTTP sources (WASM_URL)
 #   plugin.wasm.sha256   its sha256 (`sha256sum -c` format)
 #   image.digest         the image (manifest) digest, sha256:<hex>
+#   layout-oci/          the spec's two-layer "oci" variant (Wasm media types)
+#   image-oci.digest     its digest
 #   deploy/              deploy/ manifests with the placeholders filled in
 #
 # Settings (environment): OCI_IMAGE (default localhost:5000/jwt-proxy-wasm),
@@ -84,6 +86,31 @@ module=$(sha256sum "$out/plugin.wasm" | cut -d' ' -f1)
 echo "$module  plugin.wasm" > "$out/plugin.wasm.sha256"
 echo "$manifest" > "$out/image.digest"
 
+# The spec's two-layer "oci" variant (custom Wasm media types: a runtime
+# config layer and the module itself, uncompressed), in layout-oci/. No
+# tar or gzip is involved, and umoci only writes container media types, so
+# these few JSON documents are written here; skopeo reads them back (tests).
+oci=$out/layout-oci
+rm -rf "$oci"
+mkdir -p "$oci/blobs/sha256"
+put() { # file -> its digest (hex); the file becomes a blob
+  d=$(sha256sum "$1" | cut -d' ' -f1); mv "$1" "$oci/blobs/sha256/$d"; echo "$d"
+}
+size() { wc -c < "$oci/blobs/sha256/$1" | tr -d ' '; }
+printf '{"type":"envoy_proxy","abi_version":"v0.2.1","config":{"root_ids":["jwt_proxy"]}}' > "$oci/rc"
+rc=$(put "$oci/rc")
+cp "$wasm" "$oci/w"
+w=$(put "$oci/w")
+cfg_mt=application/vnd.module.wasm.config.v1+json
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"%s","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"%s","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.title":"runtime-config.json"}},{"mediaType":"application/vnd.module.wasm.content.layer.v1+wasm","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.title":"plugin.wasm"}}],"annotations":{"org.opencontainers.image.created":"%s","org.opencontainers.image.title":"jwt-proxy-wasm","org.opencontainers.image.version":"%s"}}' \
+  "$cfg_mt" "$rc" "$(size "$rc")" "$cfg_mt" "$rc" "$(size "$rc")" "$w" "$(size "$w")" "$created" "$version" > "$oci/m"
+m=$(put "$oci/m")
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s"}}]}' \
+  "$m" "$(size "$m")" "$OCI_TAG" > "$oci/index.json"
+printf '{"imageLayoutVersion":"1.0.0"}' > "$oci/oci-layout"
+chmod -R u+rwX,go+rX "$oci"
+echo "sha256:$m" > "$out/image-oci.digest"
+
 # The Kubernetes ConfigMap carries envoy/envoy.yaml as render.sh renders it
 # for a pod: all interfaces, the module from the image volume, the key from
 # the environment (JWT_SECRET, from a Secret), never in the config.
@@ -127,4 +154,5 @@ rm -f "$envoy_yaml"
 echo "oci: image   $out/layout ($OCI_IMAGE:$OCI_TAG), tarball $out/jwt-filter.oci.tar"
 echo "oci: image digest   $manifest"
 echo "oci: module sha256  $module"
+echo "oci: oci variant    $out/layout-oci (two layers, Wasm media types): sha256:$m"
 echo "oci: manifests      $out/deploy/"

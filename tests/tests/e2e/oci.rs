@@ -273,10 +273,79 @@ fn skopeo_reads_the_layout_and_the_tarball() {
 }
 
 #[test]
+fn the_oci_variant_carries_the_module_as_its_wasm_layer() {
+    let skopeo = tool("skopeo", "skopeo");
+    let image = Image::build("oci-variant");
+    let layout = image.dir.join("layout-oci");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["schemaVersion"], 2);
+    let desc = &index["manifests"][0];
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+    let blob = |d: &Value| {
+        layout
+            .join("blobs/sha256")
+            .join(&d["digest"].as_str().unwrap()[7..])
+    };
+    let check = |d: &Value, media_type: &str| {
+        assert_eq!(d["mediaType"], media_type, "{d}");
+        let path = blob(d);
+        assert_eq!(
+            d["size"].as_u64(),
+            Some(std::fs::metadata(&path).unwrap().len())
+        );
+        assert_eq!(d["digest"], format!("sha256:{}", sha256_hex(&path)));
+    };
+    check(desc, "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        std::fs::read_to_string(image.dir.join("image-oci.digest")).unwrap(),
+        format!("{}\n", desc["digest"].as_str().unwrap())
+    );
+    let manifest: Value = serde_json::from_slice(&std::fs::read(blob(desc)).unwrap()).unwrap();
+    // Wasm image spec, oci variant: a runtime config layer and the module.
+    check(
+        &manifest["config"],
+        "application/vnd.module.wasm.config.v1+json",
+    );
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{manifest}");
+    check(&layers[0], "application/vnd.module.wasm.config.v1+json");
+    check(
+        &layers[1],
+        "application/vnd.module.wasm.content.layer.v1+wasm",
+    );
+    let runtime: Value = serde_json::from_slice(&std::fs::read(blob(&layers[0])).unwrap()).unwrap();
+    assert_eq!(runtime["type"], "envoy_proxy");
+    assert_eq!(runtime["config"]["root_ids"][0], "jwt_proxy");
+    assert_eq!(
+        std::fs::read(blob(&layers[1])).unwrap(),
+        std::fs::read(wasm("jwt_filter")).unwrap()
+    );
+    // skopeo reads it and copies it (as a push would) without changing it.
+    let reference = format!("oci:{}:{TAG}", layout.display());
+    let raw = run(Command::new(&skopeo).args(["inspect", "--raw", &reference])).stdout;
+    assert_eq!(raw, std::fs::read(blob(desc)).unwrap());
+    let copy = image.dir.join("copied");
+    run(Command::new(&skopeo).args([
+        "copy",
+        "--quiet",
+        &reference,
+        &format!("oci:{}:{TAG}", copy.display()),
+    ]));
+    let copied: Value =
+        serde_json::from_slice(&std::fs::read(copy.join("index.json")).unwrap()).unwrap();
+    assert_eq!(copied["manifests"][0]["digest"], desc["digest"]);
+}
+
+#[test]
 fn the_image_digest_is_the_same_on_every_build() {
     let a = Image::build("repro-a");
     let b = Image::build("repro-b");
     assert_eq!(a.manifest_digest(), b.manifest_digest());
+    assert_eq!(
+        std::fs::read_to_string(a.dir.join("image-oci.digest")).unwrap(),
+        std::fs::read_to_string(b.dir.join("image-oci.digest")).unwrap()
+    );
     assert_eq!(
         sha256_hex(&a.dir.join("jwt-filter.oci.tar")),
         sha256_hex(&b.dir.join("jwt-filter.oci.tar"))
@@ -326,6 +395,7 @@ const RULES: &[Rule] = &[
             ("/spec/sha256", None),
             ("/spec/imagePullPolicy", Some("IfNotPresent")),
             ("/spec/type", Some("HTTP")),
+            ("/spec/pluginName", Some("jwt_proxy")),
             // Fail closed (FAIL_CLOSE is the API's default; set explicitly).
             ("/spec/failStrategy", Some("FAIL_CLOSE")),
             ("/spec/selector/matchLabels/istio", Some("ingressgateway")),
@@ -333,7 +403,7 @@ const RULES: &[Rule] = &[
             ("/spec/vmConfig/env/0/name", Some("JWT_SECRET")),
             ("/spec/vmConfig/env/0/valueFrom", Some("HOST")),
         ],
-        "Istio 1.27 WasmPlugin reference, istio.io/latest/docs/reference/config/proxy_extensions/wasm-plugin/",
+        "Istio WasmPlugin API, istio/api extensions/v1alpha1/wasm.proto (istio.io/latest/docs/reference/config/proxy_extensions/wasm-plugin/)",
     ),
     (
         "envoy-gateway/envoyextensionpolicy-oci.yaml",
@@ -356,7 +426,7 @@ const RULES: &[Rule] = &[
             ("/spec/wasm/0/config/secret_env", Some("JWT_SECRET")),
             ("/spec/wasm/0/env/hostKeys/0", Some("JWT_SECRET")),
         ],
-        "Envoy Gateway v1.9 API, api/v1alpha1/wasm_types.go and envoyextensionypolicy_types.go",
+        "Envoy Gateway v1.9.0 API, api/v1alpha1/wasm_types.go and envoyextensionypolicy_types.go",
     ),
     (
         "envoy-gateway/envoyextensionpolicy-http.yaml",
@@ -378,7 +448,7 @@ const RULES: &[Rule] = &[
             ("/spec/wasm/0/config/secret_env", Some("JWT_SECRET")),
             ("/spec/wasm/0/env/hostKeys/0", Some("JWT_SECRET")),
         ],
-        "Envoy Gateway v1.9 API, api/v1alpha1/wasm_types.go and envoyextensionypolicy_types.go",
+        "Envoy Gateway v1.9.0 API, api/v1alpha1/wasm_types.go and envoyextensionypolicy_types.go",
     ),
     (
         "envoy-gateway/envoyproxy.yaml",
@@ -397,7 +467,7 @@ const RULES: &[Rule] = &[
                 Some("JWT_SECRET"),
             ),
         ],
-        "Envoy Gateway v1.9 API, api/v1alpha1/envoyproxy_types.go",
+        "Envoy Gateway v1.9.0 API, api/v1alpha1/envoyproxy_types.go and shared_types.go",
     ),
     (
         "kubernetes/deployment.yaml",
