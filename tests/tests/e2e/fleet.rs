@@ -163,7 +163,10 @@ fn a_remote_module_whose_sha256_differs_is_refused() {
     // The server answered each try (1 + 3 retries, envoy/render.sh's
     // retry_policy): the module was refused for its digest, not unreachable.
     assert_eq!(server.hits(), 4);
+    // What tells this case apart in the admin stats: fetched fine, refused.
     assert_eq!(envoy.stat("wasm.remote_load_fetch_successes"), Some(0));
+    assert_eq!(envoy.stat("wasm.remote_load_fetch_failures"), Some(1));
+    assert_eq!(envoy.stat("cluster.wasm_source.upstream_rq_200"), Some(4));
 }
 
 #[test]
@@ -177,6 +180,14 @@ fn a_module_server_down_at_start_fails_closed_until_envoy_restarts() {
     // then starts serving with the plugin failed: fail closed, 503.
     let envoy = builder.start();
     assert_refused(&envoy, &upstream);
+    assert_eq!(envoy.stat("wasm.remote_load_fetch_failures"), Some(1));
+    assert!(envoy.stat("cluster.wasm_source.upstream_cx_connect_fail") >= Some(1));
+    assert_eq!(
+        envoy
+            .stat("cluster.wasm_source.upstream_rq_200")
+            .unwrap_or(0),
+        0
+    );
     // The server coming up later changes nothing: Envoy fetches the code
     // when it loads the config, not again.
     let server = ModuleServer::start_on(addr, module);
