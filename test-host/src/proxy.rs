@@ -217,8 +217,17 @@ async fn serve_connection(
     let service = service_fn(move |req| {
         let proxy = p.clone();
         let in_flight = activity.begin();
-        // An HTTP/1.0 client gets no persistent connection (RFC 2616 section 19.6.2).
-        let http10 = req.version() == Version::HTTP_10;
+        // An HTTP/1.0 client's connection closes unless it asked to keep it (Envoy then
+        // answers `connection: close`, as RFC 2616 section 19.6.2 expects).
+        let http10 = req.version() == Version::HTTP_10
+            && !connection_tokens(
+                req.headers()
+                    .get_all(CONNECTION)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            )
+            .iter()
+            .any(|t| t == "keep-alive");
         async move {
             let response = handle(proxy, worker, peer, local, req).await?;
             let response = closing(response, http10);

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod h2;
 pub mod load;
 pub mod proxy;
 pub mod raw;

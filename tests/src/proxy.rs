@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use test_host::{Host, HostBuilder, LogSource};
 
@@ -81,6 +82,32 @@ pub struct Setup {
     pub workers: usize,
     /// The module (default: the product filter).
     pub wasm: PathBuf,
+    /// The gateway limits (SPEC section 7), the same on both.
+    pub limits: Limits,
+}
+
+/// The client-facing limits of SPEC section 7: `envoy/render.sh`'s
+/// `REQUEST_HEADERS_TIMEOUT`, `IDLE_TIMEOUT` and `MAX_CONNECTIONS`, and the
+/// test host's settings of the same names.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// A request head must be complete this long after its first byte.
+    pub request_headers_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// Client connections open at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    /// The defaults of `envoy/envoy.yaml` and the test host.
+    fn default() -> Self {
+        Limits {
+            request_headers_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
 }
 
 impl Setup {
@@ -91,6 +118,7 @@ impl Setup {
             config: default_config(),
             workers: 1,
             wasm: wasm("jwt_filter"),
+            limits: Limits::default(),
         }
     }
 
@@ -101,11 +129,16 @@ impl Setup {
 
     /// Envoy set up like this.
     pub fn envoy(&self) -> Proxy {
+        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+        let l = self.limits;
         Proxy::Envoy(
             EnvoyBuilder::new(self.upstream)
                 .wasm(self.wasm.clone())
                 .config(self.config.clone())
                 .concurrency(self.workers)
+                .render_env("REQUEST_HEADERS_TIMEOUT", &secs(l.request_headers_timeout))
+                .render_env("IDLE_TIMEOUT", &secs(l.idle_timeout))
+                .render_env("MAX_CONNECTIONS", &l.max_connections.to_string())
                 .start(),
         )
     }
@@ -116,6 +149,9 @@ impl Setup {
             .plugin_config(self.config.clone().into_bytes())
             .upstream(self.upstream)
             .workers(self.workers)
+            .request_headers_timeout(self.limits.request_headers_timeout)
+            .idle_timeout(self.limits.idle_timeout)
+            .max_connections(self.limits.max_connections)
             .echo_logs(false);
         Proxy::Host(HostProxy::start(builder).unwrap())
     }
@@ -135,6 +171,19 @@ impl Proxy {
         match self {
             Proxy::Envoy(e) => e.addr(),
             Proxy::Host(h) => h.host().local_addr(),
+        }
+    }
+
+    /// A host counter by its Envoy name (e.g.
+    /// `http1.dropped_headers_with_underscores`; the filter's metrics as
+    /// `wasmcustom.NAME`); 0 when it was never counted.
+    pub fn stat(&self, name: &str) -> u64 {
+        match self {
+            Proxy::Envoy(e) => e.stat(name).unwrap_or(0),
+            Proxy::Host(h) => h
+                .host()
+                .metric(name.strip_prefix("wasmcustom.").unwrap_or(name))
+                .unwrap_or(0),
         }
     }
 

@@ -185,10 +185,17 @@ impl Conn {
         Ok(resp)
     }
 
-    /// Whether the peer has closed the connection (waits up to `wait` for it).
+    /// Whether the peer has closed (or reset) the connection (waits up to
+    /// `wait` for it).
     pub fn closed_by_peer(&mut self, wait: Duration) -> bool {
         let _ = self.stream.set_read_timeout(Some(wait));
-        let closed = matches!(self.fill(), Ok(0));
+        let closed = match self.fill() {
+            Ok(n) => n == 0,
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ),
+        };
         let _ = self.stream.set_read_timeout(Some(READ_TIMEOUT));
         closed
     }

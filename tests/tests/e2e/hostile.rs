@@ -167,18 +167,18 @@ fn lenient_parses_forward_only_clean_signed_heads() {
             200,
             400,
         ),
-        // Methods are case-sensitive: Envoy refuses `post`; the host forwards it unsigned.
+        // Methods are case-sensitive: both refuse `post` (SPEC section 7).
         (
             "lower-case method",
             b"post / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
             400,
-            200,
+            400,
         ),
         (
             "Transfer-Encoding: gzip",
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(),
             501,
-            400,
+            501,
         ),
     ];
     for proxy in both(&upstream, &jwt_proxy_tests::default_config()) {

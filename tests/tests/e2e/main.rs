@@ -8,6 +8,7 @@
 
 mod artifact;
 mod differential;
+mod edge;
 mod envoy;
 mod faults;
 mod fleet;
