@@ -31,7 +31,7 @@ help:
 	@echo "                WASM_URL=http://... WASM_SHA256=hex: Envoy fetches the module over HTTP"
 	@echo "make run-host   the same with the test host instead of Envoy"
 	@echo "make test       every test, Envoy end-to-end tests included"
-	@echo "make lint       cargo fmt --check and clippy -D warnings"
+	@echo "make lint       cargo fmt --check, clippy -D warnings, cargo doc -D warnings"
 	@echo "make validate   envoy --mode validate on every Envoy config in the repo"
 	@echo "make up         the same system under docker compose (needs Docker)"
 	@echo "make oci        OCI image of the module (target/oci/), deploy/ manifests rendered"
@@ -74,6 +74,7 @@ lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target $(WASM_TARGET) -p jwt-filter -p noop-filter -p probe-filter -p panic-filter -p abi-fixture -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
 validate: wasm envoy
 	envoy/validate.sh
