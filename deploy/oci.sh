@@ -151,8 +151,9 @@ for src in "$here"/*/*.yaml; do
 done
 rm -f "$envoy_yaml"
 
-echo "oci: image   $out/layout ($OCI_IMAGE:$OCI_TAG), tarball $out/jwt-filter.oci.tar"
+shown=${out#"$root"/}
+echo "oci: image   $shown/layout ($OCI_IMAGE:$OCI_TAG), tarball $shown/jwt-filter.oci.tar"
 echo "oci: image digest   $manifest"
 echo "oci: module sha256  $module"
-echo "oci: oci variant    $out/layout-oci (two layers, Wasm media types): sha256:$m"
-echo "oci: manifests      $out/deploy/"
+echo "oci: oci variant    $shown/layout-oci (two layers, Wasm media types): sha256:$m"
+echo "oci: manifests      $shown/deploy/"
