@@ -61,11 +61,11 @@ envoy:
 
 # `run` builds only what it runs (the test host takes minutes to build cold).
 run: wasm echo-upstream envoy
-	envoy/run.sh
+	envoy/run.sh envoy
 
 run-host: wasm echo-upstream
 	$(CARGO) build --release -p test-host
-	envoy/run-host.sh
+	envoy/run.sh test-host
 
 test: wasm fixtures envoy
 	ENVOY_BIN="$$(envoy/find-envoy.sh)" $(CARGO) test --workspace

@@ -1,20 +1,30 @@
 #!/bin/sh
-# `make run`: the echo upstream (unless UPSTREAM is given) and Envoy with the
-# filter, in the foreground. Ctrl-C stops both. This shell stays alive as
-# their parent (an Envoy whose launching shell exits can be sent SIGTERM).
+# `make run` and `make run-host`: the echo upstream (unless UPSTREAM is given)
+# and a proxy running the filter, in the foreground. Ctrl-C stops both.
+#
+#   envoy/run.sh [envoy|test-host]      (or HOST=envoy|test-host; default envoy)
+#
+# Both hosts get the same settings: HTTP_PORT (8080), ECHO_PORT (8081),
+# UPSTREAM, PLUGIN_CONFIG or PLUGIN_CONFIG_FILE (envoy/filter-config.json),
+# WASM_PATH, LOG_LEVEL (info), WORKERS (test host, 2); ADMIN_PORT (Envoy's
+# admin, 127.0.0.1 only: 9901 when free, else any free port). JWT_SECRET in
+# the environment wins over the configured key; it reaches either proxy
+# through its environment (Envoy's host_env_keys, the test host's
+# --host-env), never through a command line, where `ps` would show it.
+# This shell stays alive as the proxy's parent (an Envoy whose launching
+# shell exits can be sent SIGTERM).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
+host=${1:-${HOST:-envoy}}
+case "$host" in
+  envoy|test-host) ;;
+  *) echo "run.sh: the host is envoy or test-host, got '$host'" >&2; exit 2 ;;
+esac
 : "${HTTP_PORT:=8080}"
 : "${ECHO_PORT:=8081}"
-# Admin (127.0.0.1 only): ADMIN_PORT, else 9901 when free, else any free port.
-if [ -z "${ADMIN_PORT:-}" ]; then
-  ADMIN_PORT=9901
-  if ! python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 9901))' 2>/dev/null; then
-    ADMIN_PORT=0
-  fi
-fi
-envoy=$("$here/find-envoy.sh")
+: "${LOG_LEVEL:=info}"
+: "${WORKERS:=2}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/jwt-proxy.XXXXXX")
 pids=""
 cleanup() {
@@ -30,17 +40,41 @@ if [ -z "${UPSTREAM:-}" ]; then
   "$root/target/release/echo-upstream" --listen "$UPSTREAM" &
   pids="$pids $!"
 fi
-export HTTP_PORT ADMIN_PORT UPSTREAM
-"$here/render.sh" > "$work/envoy.yaml"
-"$envoy" -c "$work/envoy.yaml" --use-dynamic-base-id --log-level "${LOG_LEVEL:-info}" \
-  --admin-address-path "$work/admin" &
-envoy_pid=$!
-pids="$pids $envoy_pid"
-( i=0
-  while [ ! -s "$work/admin" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-  echo "jwt-proxy: http://127.0.0.1:$HTTP_PORT -> $UPSTREAM (admin $(cat "$work/admin" 2>/dev/null || echo '?'); /status answered locally)" >&2
-) &
-# Exit when Envoy exits (with its status), or on Ctrl-C via the trap.
+
+if [ "$host" = envoy ]; then
+  if [ -z "${ADMIN_PORT:-}" ]; then
+    ADMIN_PORT=9901
+    if ! python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 9901))' 2>/dev/null; then
+      ADMIN_PORT=0
+    fi
+  fi
+  envoy=$("$here/find-envoy.sh")
+  export HTTP_PORT ADMIN_PORT UPSTREAM
+  "$here/render.sh" > "$work/envoy.yaml"
+  "$envoy" -c "$work/envoy.yaml" --use-dynamic-base-id --log-level "$LOG_LEVEL" \
+    --admin-address-path "$work/admin" &
+  proxy_pid=$!
+  ( i=0
+    while [ ! -s "$work/admin" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    echo "jwt-proxy: http://127.0.0.1:$HTTP_PORT -> $UPSTREAM (admin $(cat "$work/admin" 2>/dev/null || echo '?'); /status answered locally)" >&2
+  ) &
+else
+  if [ -n "${PLUGIN_CONFIG:-}" ]; then
+    printf '%s' "$PLUGIN_CONFIG" > "$work/config.json"
+  else
+    cp "${PLUGIN_CONFIG_FILE:-$here/filter-config.json}" "$work/config.json"
+  fi
+  set -- --wasm "${WASM_PATH:-$root/target/wasm32-wasip1/release/jwt_filter.wasm}" \
+    --config "$work/config.json" --listen "127.0.0.1:$HTTP_PORT" --upstream "$UPSTREAM" \
+    --workers "$WORKERS" --log-level "$LOG_LEVEL"
+  # The name only: the test host reads the value from its own environment.
+  if [ -n "${JWT_SECRET:-}" ]; then set -- "$@" --host-env JWT_SECRET; fi
+  echo "jwt-proxy (test host): http://127.0.0.1:$HTTP_PORT -> $UPSTREAM" >&2
+  "$root/target/release/test-host" "$@" &
+  proxy_pid=$!
+fi
+pids="$pids $proxy_pid"
+# Exit when the proxy exits (with its status), or on Ctrl-C via the trap.
 status=0
-wait "$envoy_pid" || status=$?
+wait "$proxy_pid" || status=$?
 exit "$status"
