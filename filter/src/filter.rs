@@ -198,6 +198,7 @@ impl Request {
             now_nanos: nanos(self.get_current_time()),
             requests_processed: hostcalls::get_metric(s.processed).unwrap_or(0),
             requests_signed: hostcalls::get_metric(s.signed).unwrap_or(0),
+            kid: s.config.key_id.clone(),
         };
         let accept = self.get_http_request_header("accept");
         let (content_type, body) = if wants_html(accept.as_deref()) {
@@ -404,22 +405,26 @@ impl HttpContext for Request {
                 .unwrap_or(Duration::ZERO);
             (self.method.as_str(), self.path.as_str(), Some(elapsed))
         };
-        let line = request_line(method, path, status, self.jti.as_deref(), elapsed);
+        let signed = self
+            .jti
+            .as_deref()
+            .map(|jti| (jti, self.shared.config.key_id.as_deref()));
+        let line = request_line(method, path, status, signed, elapsed);
         // Straight to the host: the `log` facade would format the line again.
         let _ = hostcalls::log(LogLevel::Info, &line);
     }
 }
 
-/// The per-request log line, `METHOD PATH STATUS jti=JTI 1.234ms` (this
-/// runs once per request).
+/// The per-request log line, `METHOD PATH STATUS jti=JTI [kid=KID] 1.234ms`
+/// (`signed`: the token's `jti` and `kid`); this runs once per request.
 fn request_line(
     method: &str,
     path: &str,
     status: Option<u64>,
-    jti: Option<&str>,
+    signed: Option<(&str, Option<&str>)>,
     elapsed: Option<Duration>,
 ) -> String {
-    let jti = jti.unwrap_or("-");
+    let (jti, kid) = signed.unwrap_or(("-", None));
     let mut line = String::with_capacity(method.len() + path.len() + jti.len() + 32);
     line.push_str(method);
     line.push(' ');
@@ -433,6 +438,10 @@ fn request_line(
     }
     line.push_str(" jti=");
     line.push_str(jti);
+    if let Some(kid) = kid {
+        line.push_str(" kid=");
+        line.push_str(kid);
+    }
     line.push(' ');
     let Some(elapsed) = elapsed else {
         line.push('-');

@@ -3,7 +3,7 @@
 use crate::jwt::utc_date;
 
 /// The figures the status page shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Figures {
     /// When the proxy started, in nanoseconds since the epoch.
     pub started_at_nanos: u64,
@@ -13,6 +13,9 @@ pub struct Figures {
     pub requests_processed: u64,
     /// Requests that got a token.
     pub requests_signed: u64,
+    /// The signing key's `kid`, when tokens carry one (letters, digits,
+    /// `.`, `_`, `-`: nothing to escape).
+    pub kid: Option<String>,
 }
 
 impl Figures {
@@ -33,8 +36,12 @@ impl Figures {
     /// The JSON document: `{"status":"ok","started_at":...,"uptime_seconds":...,...}`.
     /// No string in it needs escaping: a timestamp is digits, `-`, `:`, `T`, `Z`.
     pub fn to_json(&self) -> String {
+        let kid = self
+            .kid
+            .as_ref()
+            .map_or_else(String::new, |k| format!(r#","kid":"{k}""#));
         format!(
-            r#"{{"status":"ok","started_at":"{}","uptime_seconds":{},"requests_processed":{},"requests_signed":{}}}"#,
+            r#"{{"status":"ok","started_at":"{}","uptime_seconds":{},"requests_processed":{},"requests_signed":{}{kid}}}"#,
             rfc3339(self.started_at_nanos / 1_000_000_000),
             self.uptime_seconds(),
             self.requests_processed,
@@ -50,12 +57,15 @@ impl Figures {
              <tr><th>started at</th><td>{}</td></tr>\n\
              <tr><th>uptime (s)</th><td>{}</td></tr>\n\
              <tr><th>requests processed</th><td>{}</td></tr>\n\
-             <tr><th>requests signed</th><td>{}</td></tr>\n\
+             <tr><th>requests signed</th><td>{}</td></tr>\n{}\
              </table></body></html>\n",
             rfc3339(self.started_at_nanos / 1_000_000_000),
             self.uptime_seconds(),
             self.requests_processed,
             self.requests_signed,
+            self.kid.as_ref().map_or_else(String::new, |k| format!(
+                "<tr><th>signing key</th><td>{k}</td></tr>\n"
+            )),
         )
     }
 }
@@ -91,6 +101,7 @@ mod tests {
         now_nanos: 1_795_435_212_500_000_000,
         requests_processed: 42,
         requests_signed: 40,
+        kid: None,
     };
 
     #[test]
@@ -122,10 +133,23 @@ mod tests {
                 now_nanos: 5 + millis * 1_000_000 + 999_999,
                 requests_processed: 0,
                 requests_signed: 0,
+                kid: None,
             };
             let expected = serde_json::to_string(&(millis as f64 / 1000.0)).unwrap();
             assert_eq!(f.uptime_seconds(), expected, "{millis} ms");
         }
+    }
+
+    #[test]
+    fn the_signing_kid_shows_when_tokens_carry_one() {
+        let f = Figures {
+            kid: Some("k-2".to_owned()),
+            ..FIGS
+        };
+        let v: serde_json::Value = serde_json::from_str(&f.to_json()).unwrap();
+        assert_eq!(v["kid"], "k-2");
+        assert!(f.to_html().contains("<td>k-2</td>"));
+        assert!(!FIGS.to_json().contains("kid"));
     }
 
     #[test]

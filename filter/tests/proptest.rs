@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 const SECRET: &str = "a9ddbcaba8c0ac1a0a812dc0c2f08514b23f2db0a68343cb8199ebb38a6d91e4ebfb378e22ad39c2d01d0b4ec9c34aa91056862ddace3fbbd6852ee60c36acbf";
 
 /// Every field the configuration knows.
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 15] = [
     "secret",
     "secret_env",
     "secret_encoding",
@@ -33,6 +33,8 @@ const FIELDS: [&str; 13] = [
     "issuer",
     "audience",
     "key_id",
+    "keys",
+    "signing_key",
     "log_requests",
 ];
 
@@ -170,7 +172,7 @@ proptest! {
         user in prop_oneof![".{0,64}", any::<String>(), Just("\"\\\r\n\0\u{7f}\u{fffd}".to_owned())],
         ttl in prop::option::of(1..=u64::MAX),
         issuer in prop::option::of(".{1,20}"),
-        key_id in prop::option::of(".{1,20}"),
+        key_id in prop::option::of("[A-Za-z0-9._-]{1,20}"),
     ) {
         let mut c = config("");
         c.ttl_seconds = ttl;
@@ -236,7 +238,7 @@ proptest! {
         signed in any::<u64>(),
         accept in prop::option::of(".{0,60}"),
     ) {
-        let f = Figures { started_at_nanos: started, now_nanos: now, requests_processed: processed, requests_signed: signed };
+        let f = Figures { started_at_nanos: started, now_nanos: now, requests_processed: processed, requests_signed: signed, kid: None };
         let v: Value = serde_json::from_str(&f.to_json()).unwrap();
         prop_assert_eq!(&v["status"], &json!("ok"));
         prop_assert_eq!(&v["requests_processed"], &json!(processed));

@@ -52,8 +52,39 @@ pub struct RawConfig {
     pub audience: Option<String>,
     /// When set, the JOSE header carries `kid`.
     pub key_id: Option<String>,
+    /// A key ring (SPEC section 2.6), instead of `secret`.
+    pub keys: Option<Vec<RawKey>>,
+    /// The `id` of the ring's key that signs (default: the first).
+    pub signing_key: Option<String>,
     /// Whether to log one line per request.
     pub log_requests: bool,
+}
+
+/// One key of a ring as written. Its `Debug` shows `secret` as `<redacted>`.
+#[derive(Default)]
+pub struct RawKey {
+    /// The key's `kid`.
+    pub id: Option<String>,
+    /// HMAC key text.
+    pub secret: Option<String>,
+    /// Environment variable (inside the VM) holding the key text.
+    pub secret_env: Option<String>,
+    /// How the key text becomes key bytes.
+    pub encoding: SecretEncoding,
+}
+
+impl fmt::Debug for RawKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawKey")
+            .field("id", &self.id)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_env",
+                &self.secret_env.as_deref().map(env_name_for_logs),
+            )
+            .field("encoding", &self.encoding)
+            .finish()
+    }
 }
 
 impl fmt::Debug for RawConfig {
@@ -71,6 +102,8 @@ impl fmt::Debug for RawConfig {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("key_id", &self.key_id)
+            .field("keys", &self.keys)
+            .field("signing_key", &self.signing_key)
             .field("log_requests", &self.log_requests)
             .finish()
     }
@@ -115,6 +148,8 @@ impl Default for RawConfig {
             issuer: None,
             audience: None,
             key_id: None,
+            keys: None,
+            signing_key: None,
             log_requests: true,
         }
     }
@@ -146,10 +181,37 @@ pub struct Config {
     pub issuer: Option<String>,
     /// Adds `aud` when set.
     pub audience: Option<String>,
-    /// Adds `kid` to the JOSE header when set.
+    /// The `kid` of the JOSE header: `key_id`, or the signing key's `id`
+    /// with a ring.
     pub key_id: Option<String>,
+    /// Every key a verifier needs: the ring's, or the one `secret` (with no
+    /// `id` of its own: its `kid` is `key_id`).
+    pub ring: Vec<RingKey>,
     /// Whether to log one line per request.
     pub log_requests: bool,
+}
+
+/// One verifying key. Its `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RingKey {
+    /// The key's `kid` (`None` for the single `secret`).
+    pub id: Option<String>,
+    /// HMAC key bytes.
+    pub key: Vec<u8>,
+    /// Where the key came from.
+    pub source: KeySource,
+}
+
+impl fmt::Debug for RingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RingKey {{ id: {:?}, key: <redacted: {} bytes, fingerprint {}> }}",
+            self.id,
+            self.key.len(),
+            fingerprint(&self.key)
+        )
+    }
 }
 
 /// Where the signing key came from.
@@ -215,44 +277,52 @@ impl Config {
         raw: RawConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        if raw.secret_env.is_empty() {
-            return Err(ConfigError::new("secret_env", "must not be empty"));
-        }
-        let (text, key_source, field) = match env(&raw.secret_env).filter(|v| !v.is_empty()) {
-            Some(value) => (value, KeySource::Env(raw.secret_env.clone()), "secret_env"),
-            None => match raw.secret {
-                Some(value) => (value, KeySource::Config, "secret"),
-                None => {
+        let ring_form = raw.keys.is_some();
+        let (key, key_source, key_id, ring) = match raw.keys {
+            None => {
+                if raw.signing_key.is_some() {
+                    return Err(ConfigError::new("signing_key", "needs `keys`"));
+                }
+                let (key, source) = single_key(&raw, &env)?;
+                let ring = vec![RingKey {
+                    id: None,
+                    key: key.clone(),
+                    source: source.clone(),
+                }];
+                (key, source, raw.key_id.clone(), ring)
+            }
+            Some(keys) => {
+                if raw.secret.is_some() {
                     return Err(ConfigError::new(
-                        "secret",
-                        format!(
-                            "missing: set `secret` or the environment variable `{}`",
-                            env_name_for_logs(&raw.secret_env)
-                        ),
+                        "keys",
+                        "set either `secret` or `keys`, not both",
                     ));
                 }
-            },
+                if raw.key_id.is_some() {
+                    return Err(ConfigError::new(
+                        "key_id",
+                        "with `keys`, the `kid` is the signing key's `id`",
+                    ));
+                }
+                let ring = ring(keys, &env)?;
+                let signing = match &raw.signing_key {
+                    None => 0,
+                    Some(id) => ring
+                        .iter()
+                        .position(|k| k.id.as_deref() == Some(id.as_str()))
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                "signing_key",
+                                format!("{} is not the `id` of a key in `keys`", shown(id)),
+                            )
+                        })?,
+                };
+                let k = &ring[signing];
+                (k.key.clone(), k.source.clone(), k.id.clone(), ring)
+            }
         };
-        if text.is_empty() {
-            return Err(ConfigError::new(field, "the key is empty"));
-        }
-        let key = match raw.secret_encoding {
-            SecretEncoding::Utf8 => text.into_bytes(),
-            SecretEncoding::Hex => hex::decode(text.trim()).map_err(|e| {
-                ConfigError::new(
-                    field,
-                    format!("not valid hex ({e}) with secret_encoding \"hex\""),
-                )
-            })?,
-        };
-        if key.len() < MIN_KEY_LEN {
-            return Err(ConfigError::new(
-                field,
-                format!(
-                    "the key is {} bytes; HS512 needs at least {MIN_KEY_LEN} (RFC 7518 section 3.2)",
-                    key.len()
-                ),
-            ));
+        if let Some(kid) = &key_id {
+            kid_rules(if ring_form { "signing_key" } else { "key_id" }, kid)?;
         }
 
         let header = header_name("header", &raw.header)?;
@@ -285,11 +355,7 @@ impl Config {
         if raw.ttl_seconds == Some(0) {
             return Err(ConfigError::new("ttl_seconds", "must be at least 1"));
         }
-        for (field, value) in [
-            ("issuer", &raw.issuer),
-            ("audience", &raw.audience),
-            ("key_id", &raw.key_id),
-        ] {
+        for (field, value) in [("issuer", &raw.issuer), ("audience", &raw.audience)] {
             if value.as_deref() == Some("") {
                 return Err(ConfigError::new(field, "must not be empty when set"));
             }
@@ -306,7 +372,8 @@ impl Config {
             ttl_seconds: raw.ttl_seconds,
             issuer: raw.issuer,
             audience: raw.audience,
-            key_id: raw.key_id,
+            key_id,
+            ring,
             log_requests: raw.log_requests,
         })
     }
@@ -319,8 +386,147 @@ impl Config {
     /// A short, non-reversible fingerprint of the key: the first 8 hex digits
     /// of its SHA-512. Enough to tell two deployments' keys apart in logs.
     pub fn key_fingerprint(&self) -> String {
-        let digest = Sha512::digest(&self.key);
-        hex::encode(&digest[..4])
+        fingerprint(&self.key)
+    }
+}
+
+/// The first 8 hex digits of a key's SHA-512.
+fn fingerprint(key: &[u8]) -> String {
+    hex::encode(&Sha512::digest(key)[..4])
+}
+
+/// The single form's key: `secret_env`'s variable when set and not empty,
+/// else `secret`.
+fn single_key(
+    raw: &RawConfig,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(Vec<u8>, KeySource), ConfigError> {
+    if raw.secret_env.is_empty() {
+        return Err(ConfigError::new("secret_env", "must not be empty"));
+    }
+    let (text, source, field) = match env(&raw.secret_env).filter(|v| !v.is_empty()) {
+        Some(value) => (value, KeySource::Env(raw.secret_env.clone()), "secret_env"),
+        None => match &raw.secret {
+            Some(value) => (value.clone(), KeySource::Config, "secret"),
+            None => {
+                return Err(ConfigError::new(
+                    "secret",
+                    format!(
+                        "missing: set `secret` or the environment variable `{}`",
+                        env_name_for_logs(&raw.secret_env)
+                    ),
+                ));
+            }
+        },
+    };
+    Ok((key_bytes(field, text, raw.secret_encoding)?, source))
+}
+
+/// A key ring: every key valid, ids unique.
+fn ring(
+    keys: Vec<RawKey>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Vec<RingKey>, ConfigError> {
+    if keys.is_empty() {
+        return Err(ConfigError::new("keys", "must hold at least one key"));
+    }
+    let mut ring: Vec<RingKey> = Vec::with_capacity(keys.len());
+    for (i, k) in keys.into_iter().enumerate() {
+        let field = |name: &str| format!("keys[{i}].{name}");
+        let id =
+            k.id.ok_or_else(|| ConfigError::new(&field("id"), "missing"))?;
+        kid_rules(&field("id"), &id)?;
+        if ring.iter().any(|r| r.id.as_deref() == Some(id.as_str())) {
+            return Err(ConfigError::new(
+                &field("id"),
+                format!("{} is the id of an earlier key", shown(&id)),
+            ));
+        }
+        let (text, source, at) = match (k.secret, k.secret_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    &format!("keys[{i}]"),
+                    "set either `secret` or `secret_env`, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    &field("secret"),
+                    "missing: set `secret` or `secret_env`",
+                ));
+            }
+            (Some(text), None) => (text, KeySource::Config, field("secret")),
+            (None, Some(name)) => match env(&name).filter(|v| !v.is_empty()) {
+                Some(text) => (text, KeySource::Env(name), field("secret_env")),
+                None => {
+                    return Err(ConfigError::new(
+                        &field("secret_env"),
+                        format!(
+                            "the environment variable `{}` is not set",
+                            env_name_for_logs(&name)
+                        ),
+                    ));
+                }
+            },
+        };
+        ring.push(RingKey {
+            id: Some(id),
+            key: key_bytes(&at, text, k.encoding)?,
+            source,
+        });
+    }
+    Ok(ring)
+}
+
+/// Key text to key bytes, at least [`MIN_KEY_LEN`] of them.
+fn key_bytes(field: &str, text: String, encoding: SecretEncoding) -> Result<Vec<u8>, ConfigError> {
+    if text.is_empty() {
+        return Err(ConfigError::new(field, "the key is empty"));
+    }
+    let key = match encoding {
+        SecretEncoding::Utf8 => text.into_bytes(),
+        SecretEncoding::Hex => hex::decode(text.trim()).map_err(|e| {
+            ConfigError::new(
+                field,
+                format!("not valid hex ({e}) with secret_encoding \"hex\""),
+            )
+        })?,
+    };
+    if key.len() < MIN_KEY_LEN {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "the key is {} bytes; HS512 needs at least {MIN_KEY_LEN} (RFC 7518 section 3.2)",
+                key.len()
+            ),
+        ));
+    }
+    Ok(key)
+}
+
+/// Longest `kid`: shorter than any valid key, so a key pasted as an id is
+/// refused (and shown by length only) rather than logged.
+pub const MAX_KID_LEN: usize = 32;
+
+/// A `kid` (`key_id`, a ring key's `id`): 1 to [`MAX_KID_LEN`] letters,
+/// digits, `.`, `_` or `-`. It appears in every token header, the status
+/// page and the log lines.
+fn kid_rules(field: &str, kid: &str) -> Result<(), ConfigError> {
+    let ok = !kid.is_empty()
+        && kid.len() <= MAX_KID_LEN
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!(
+                "{} must be 1 to {MAX_KID_LEN} letters, digits, `.`, `_` or `-`",
+                shown(kid)
+            ),
+        ))
     }
 }
 
@@ -337,6 +543,26 @@ impl fmt::Display for Config {
         };
         let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "none".to_owned(), quoted);
         let methods: Vec<String> = self.sign_methods.iter().map(|m| quoted(m)).collect();
+        // With a ring: every key's id, length, source and fingerprint.
+        let ring: Vec<String> = self
+            .ring
+            .iter()
+            .filter_map(|k| {
+                let id = k.id.as_deref()?;
+                let from = match &k.source {
+                    KeySource::Config => "secret".to_owned(),
+                    KeySource::Env(name) => format!("env {}", env_name_for_logs(name)),
+                };
+                Some(format!(
+                    "{id}:<{} bytes from {from}, fingerprint {}>",
+                    k.key.len(),
+                    fingerprint(&k.key)
+                ))
+            })
+            .collect();
+        if !ring.is_empty() {
+            write!(f, "keys=[{}] ", ring.join(","))?;
+        }
         write!(
             f,
             "key=<redacted: {} bytes from {source}, fingerprint {}> header={} sign_methods=[{}] \

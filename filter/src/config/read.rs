@@ -8,12 +8,15 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::{ConfigError, MAX_QUOTED, RawConfig, SecretEncoding, shown};
+use super::{ConfigError, MAX_QUOTED, RawConfig, RawKey, SecretEncoding, shown};
 
 /// Every field `RawConfig` knows, for the "unknown field" message.
 const FIELDS: &str = "`secret`, `secret_env`, `secret_encoding`, `header`, `sign_methods`, \
     `user`, `user_header`, `status_path`, `ttl_seconds`, `issuer`, `audience`, `key_id`, \
-    `log_requests`";
+    `keys`, `signing_key`, `log_requests`";
+
+/// Every field of a key in `keys`.
+const KEY_FIELDS: &str = "`id`, `secret`, `secret_env`, `encoding`";
 
 impl RawConfig {
     /// Reads the configuration JSON: an object whose absent fields take
@@ -40,7 +43,7 @@ impl RawConfig {
             Err(e) => return Err(ConfigError::new("configuration", e.to_string())),
         };
         let mut seen: Vec<String> = Vec::with_capacity(members.len());
-        for (name, value) in members {
+        for (name, node) in members {
             let field = field_name_for_errors(&name);
             if seen.contains(&name) {
                 return Err(ConfigError::new(
@@ -49,6 +52,14 @@ impl RawConfig {
                 ));
             }
             let f = field.as_str();
+            let value = match node {
+                Node::Documents(docs) => {
+                    raw.keys = keys(f, docs)?;
+                    seen.push(name);
+                    continue;
+                }
+                Node::Value(value) => value,
+            };
             match name.as_str() {
                 "secret" => raw.secret = optional(f, value, string)?,
                 "secret_env" => raw.secret_env = string(f, value)?,
@@ -62,6 +73,7 @@ impl RawConfig {
                 "issuer" => raw.issuer = optional(f, value, string)?,
                 "audience" => raw.audience = optional(f, value, string)?,
                 "key_id" => raw.key_id = optional(f, value, string)?,
+                "signing_key" => raw.signing_key = optional(f, value, string)?,
                 "log_requests" => raw.log_requests = boolean(f, value)?,
                 _ => {
                     return Err(ConfigError::new(
@@ -81,8 +93,135 @@ impl RawConfig {
 /// only the last of a repeated name, so a repeated field could not be
 /// refused), or the kind of any other value.
 enum Document {
-    Object(Vec<(String, Value)>),
+    Object(Vec<(String, Node)>),
     Other(&'static str),
+}
+
+/// A member's value: a `serde_json::Value`, except `keys`, whose objects are
+/// read as documents too, so a key's repeated field is refused like any
+/// other. `Documents` holds `None` for `null`, else the array's documents or
+/// the kind of the value that is not an array.
+enum Node {
+    Value(Value),
+    Documents(Option<Result<Vec<Document>, &'static str>>),
+}
+
+/// The value of `keys`, read by [`DocumentsVisitor`].
+struct Documents(Option<Result<Vec<Document>, &'static str>>);
+
+impl<'de> Deserialize<'de> for Documents {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DocumentsVisitor)
+    }
+}
+
+/// Takes an array of documents, `null`, or any other kind (to be refused
+/// with a message of our own).
+struct DocumentsVisitor;
+
+impl<'de> Visitor<'de> for DocumentsVisitor {
+    type Value = Documents;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of keys")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Documents, A::Error> {
+        let mut docs = Vec::new();
+        while let Some(doc) = seq.next_element::<Document>()? {
+            docs.push(doc);
+        }
+        Ok(Documents(Some(Ok(docs))))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Documents, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Documents(Some(Err("an object"))))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Documents, E> {
+        Ok(Documents(Some(Err("a string"))))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Documents, E> {
+        Ok(Documents(Some(Err("a boolean"))))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Documents, E> {
+        Ok(Documents(Some(Err("a number"))))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Documents, E> {
+        Ok(Documents(Some(Err("a number"))))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Documents, E> {
+        Ok(Documents(Some(Err("a number"))))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Documents, E> {
+        Ok(Documents(None))
+    }
+}
+
+/// `keys`: each element a key object.
+fn keys(
+    field: &str,
+    docs: Option<Result<Vec<Document>, &'static str>>,
+) -> Result<Option<Vec<RawKey>>, ConfigError> {
+    match docs {
+        None => Ok(None),
+        Some(Err(kind)) => Err(ConfigError::new(
+            field,
+            format!("invalid type: {kind}, expected an array of keys"),
+        )),
+        Some(Ok(docs)) => docs
+            .into_iter()
+            .enumerate()
+            .map(|(i, doc)| key(&format!("{field}[{i}]"), doc))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+    }
+}
+
+/// One key object of `keys`, its fields named `keys[i].NAME` in errors.
+fn key(field: &str, doc: Document) -> Result<RawKey, ConfigError> {
+    let members = match doc {
+        Document::Object(members) => members,
+        Document::Other(kind) => {
+            return Err(ConfigError::new(
+                field,
+                format!("invalid type: {kind}, expected an object with {KEY_FIELDS}"),
+            ));
+        }
+    };
+    let mut key = RawKey::default();
+    let mut seen: Vec<String> = Vec::with_capacity(members.len());
+    for (name, node) in members {
+        let sub = format!("{field}.{}", field_name_for_errors(&name));
+        if seen.contains(&name) {
+            return Err(ConfigError::new(&sub, format!("duplicate field `{sub}`")));
+        }
+        let value = match node {
+            Node::Value(value) => value,
+            Node::Documents(_) => Value::Null,
+        };
+        let f = sub.as_str();
+        match name.as_str() {
+            "id" => key.id = optional(f, value, string)?,
+            "secret" => key.secret = optional(f, value, string)?,
+            "secret_env" => key.secret_env = optional(f, value, string)?,
+            "encoding" => key.encoding = encoding(f, value)?,
+            _ => {
+                return Err(ConfigError::new(
+                    f,
+                    format!("unknown field `{sub}`, expected one of {KEY_FIELDS}"),
+                ));
+            }
+        }
+        seen.push(name);
+    }
+    Ok(key)
 }
 
 impl<'de> Deserialize<'de> for Document {
@@ -105,8 +244,13 @@ impl<'de> Visitor<'de> for DocumentVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
         let mut members = Vec::new();
-        while let Some(member) = map.next_entry()? {
-            members.push(member);
+        while let Some(name) = map.next_key::<String>()? {
+            let node = if name == "keys" {
+                Node::Documents(map.next_value::<Documents>()?.0)
+            } else {
+                Node::Value(map.next_value()?)
+            };
+            members.push((name, node));
         }
         Ok(Document::Object(members))
     }
@@ -249,4 +393,3 @@ fn optional<T>(
         other => read(field, other).map(Some),
     }
 }
-

@@ -28,10 +28,7 @@ fn defaults() {
     assert_eq!(c.status_path, "/status");
     assert!(c.log_requests);
     assert!(
-        c.ttl_seconds.is_none()
-            && c.issuer.is_none()
-            && c.audience.is_none()
-            && c.key_id.is_none()
+        c.ttl_seconds.is_none() && c.issuer.is_none() && c.audience.is_none() && c.key_id.is_none()
     );
 }
 
@@ -378,8 +375,7 @@ fn syntax_errors_say_where_and_never_quote() {
 fn header_names_with_underscores_are_refused() {
     for field in ["header", "user_header"] {
         for name in ["x_my_jwt", "X_User", "_", "x-my_jwt"] {
-            let err =
-                parse(&format!(r#"{{"secret":"{SECRET}","{field}":"{name}"}}"#)).unwrap_err();
+            let err = parse(&format!(r#"{{"secret":"{SECRET}","{field}":"{name}"}}"#)).unwrap_err();
             assert_eq!(err.field, field, "{name}");
             assert!(err.reason.contains("contains `_`"), "{err}");
             assert_eq!(err.to_string().lines().count(), 1);
@@ -413,4 +409,146 @@ fn header_names_are_lowercased() {
     .unwrap();
     assert_eq!(c.header, "x-token");
     assert_eq!(c.user_header.as_deref(), Some("x-user"));
+}
+
+/// A ring of two keys, `a` (text) and `b` (hex), `b` signing.
+fn ring_json(extra: &str) -> String {
+    format!(
+        r#"{{"keys":[{{"id":"a","secret":"{SECRET}"}},{{"id":"b","secret":"{SECRET}","encoding":"hex"}}]{extra}}}"#
+    )
+}
+
+#[test]
+fn a_ring_signs_with_its_signing_key_and_names_it_as_kid() {
+    let c = parse(&ring_json(r#","signing_key":"b""#)).unwrap();
+    assert_eq!(c.key, hex::decode(SECRET).unwrap());
+    assert_eq!(c.key_id.as_deref(), Some("b"));
+    let ids: Vec<_> = c.ring.iter().map(|k| k.id.clone().unwrap()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(c.ring[0].key, SECRET.as_bytes());
+    // The first key signs by default.
+    let first = parse(&ring_json("")).unwrap();
+    assert_eq!(
+        (first.key_id.as_deref(), first.key),
+        (Some("a"), SECRET.as_bytes().to_vec())
+    );
+}
+
+#[test]
+fn a_ring_key_from_the_environment() {
+    let env = |name: &str| (name == "KEY_B").then(|| SECRET.to_owned());
+    let json = format!(
+        r#"{{"keys":[{{"id":"a","secret":"{SECRET}"}},{{"id":"b","secret_env":"KEY_B"}}]}}"#
+    );
+    let c = Config::parse(json.as_bytes(), env).unwrap();
+    assert_eq!(c.ring[1].source, KeySource::Env("KEY_B".to_owned()));
+    let e = Config::parse(json.as_bytes(), no_env).unwrap_err();
+    assert_eq!(e.field, "keys[1].secret_env");
+    assert!(e.reason.contains("KEY_B"), "{e}");
+}
+
+#[test]
+fn the_single_secret_is_a_ring_of_one_key_without_an_id() {
+    let c = parse(&format!(r#"{{"secret":"{SECRET}","key_id":"k1"}}"#)).unwrap();
+    assert_eq!(c.ring.len(), 1);
+    assert_eq!(
+        (c.ring[0].id.as_deref(), c.key_id.as_deref()),
+        (None, Some("k1"))
+    );
+}
+
+#[test]
+fn each_bad_ring_is_refused_naming_the_field() {
+    let k = |id: &str| format!(r#"{{"id":"{id}","secret":"{SECRET}"}}"#);
+    let cases = [
+        (r#"{"keys":[]}"#.to_owned(), "keys"),
+        (r#"{"keys":{}}"#.to_owned(), "keys"),
+        (format!(r#"{{"keys":["{SECRET}"]}}"#), "keys[0]"),
+        (
+            format!(r#"{{"keys":[{{"secret":"{SECRET}"}}]}}"#),
+            "keys[0].id",
+        ),
+        (
+            format!(r#"{{"keys":[{},{}]}}"#, k("a"), k("a")),
+            "keys[1].id",
+        ),
+        (format!(r#"{{"keys":[{}]}}"#, k("a b")), "keys[0].id"),
+        (
+            format!(r#"{{"keys":[{}]}}"#, k(&"k".repeat(33))),
+            "keys[0].id",
+        ),
+        (r#"{"keys":[{"id":"a"}]}"#.to_owned(), "keys[0].secret"),
+        (
+            r#"{"keys":[{"id":"a","secret":"short"}]}"#.to_owned(),
+            "keys[0].secret",
+        ),
+        (
+            format!(r#"{{"keys":[{{"id":"a","secret":"{SECRET}","secret_env":"K"}}]}}"#),
+            "keys[0]",
+        ),
+        (
+            format!(r#"{{"keys":[{{"id":"a","secret":"{SECRET}","id":"b"}}]}}"#),
+            "keys[0].id",
+        ),
+        (
+            format!(r#"{{"keys":[{{"id":"a","secret":"{SECRET}","kid":"b"}}]}}"#),
+            "keys[0].kid",
+        ),
+        (
+            format!(r#"{{"keys":[{{"id":"a","secret":"zz{SECRET}","encoding":"hex"}}]}}"#),
+            "keys[0].secret",
+        ),
+        (
+            format!(r#"{{"secret":"{SECRET}","keys":[{}]}}"#, k("a")),
+            "keys",
+        ),
+        (format!(r#"{{"key_id":"x","keys":[{}]}}"#, k("a")), "key_id"),
+        (
+            format!(r#"{{"keys":[{}],"signing_key":"b"}}"#, k("a")),
+            "signing_key",
+        ),
+        (
+            format!(r#"{{"secret":"{SECRET}","signing_key":"a"}}"#),
+            "signing_key",
+        ),
+        (
+            format!(r#"{{"secret":"{SECRET}","key_id":"a/b"}}"#),
+            "key_id",
+        ),
+    ];
+    for (json, field) in cases {
+        let e = parse(&json).unwrap_err();
+        assert_eq!(e.field, field, "{json}: {e}");
+        assert!(!e.to_string().contains(SECRET), "{e}");
+    }
+}
+
+#[test]
+fn a_key_pasted_as_a_ring_id_is_refused_by_length_not_quoted() {
+    let json = format!(r#"{{"keys":[{{"id":"{SECRET}","secret":"{SECRET}"}}]}}"#);
+    let e = parse(&json).unwrap_err();
+    assert_eq!(e.field, "keys[0].id");
+    assert!(!e.to_string().contains(&SECRET[..24]), "{e}");
+}
+
+#[test]
+fn the_start_line_names_every_ring_key_but_shows_none() {
+    let line = parse(&ring_json(r#","signing_key":"b""#))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.starts_with("keys=[a:<128 bytes from secret, fingerprint "),
+        "{line}"
+    );
+    assert!(
+        line.contains(",b:<64 bytes from secret, fingerprint "),
+        "{line}"
+    );
+    assert!(line.contains(r#"key_id="b""#), "{line}");
+    assert!(!line.contains(&SECRET[..16]), "{line}");
+    let raw = format!(
+        "{:?}",
+        RawConfig::from_json(ring_json("").as_bytes()).unwrap()
+    );
+    assert!(!raw.contains(&SECRET[..16]), "{raw}");
 }
