@@ -22,7 +22,7 @@ CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
 WASM_RUSTFLAGS := --remap-path-prefix=$(CURDIR)=/build --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := $(WASM_RUSTFLAGS)
 
-.PHONY: help build wasm fixtures toolchain envoy echo-upstream run run-host test lint validate up down bench soak clean oci wasm-rustflags
+.PHONY: help build wasm fixtures toolchain envoy echo-upstream run run-host test lint validate up down bench soak clean oci wasm-rustflags verifier
 
 help:
 	@echo "make build      the filter (.wasm, release) and the host binaries"
@@ -33,6 +33,7 @@ help:
 	@echo "make test       every test, Envoy end-to-end tests included"
 	@echo "make lint       cargo fmt --check, clippy -D warnings, cargo doc -D warnings"
 	@echo "make validate   envoy --mode validate on every Envoy config in the repo"
+	@echo "make verifier   envoy/verifier.yaml: the upstream's jwt_authn filter for the key ring"
 	@echo "make up         the same system under docker compose (needs Docker)"
 	@echo "make oci        OCI image of the module (target/oci/), deploy/ manifests rendered"
 	@echo "make bench      benchmarks, writes BENCHMARKS.md (ROUNDS=, DURATION=)"
@@ -75,6 +76,13 @@ lint: toolchain
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target $(WASM_TARGET) -p jwt-filter -p noop-filter -p probe-filter -p panic-filter -p abi-fixture -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
+
+# The upstream's Envoy jwt_authn filter for the key ring of the filter
+# configuration (PLUGIN_CONFIG_FILE, default envoy/filter-config.json); it
+# holds the keys (mode 0600).
+VERIFIER_OUT ?= envoy/verifier.yaml
+verifier:
+	$(CARGO) run --quiet -p jwt-verifier -- --config "$${PLUGIN_CONFIG_FILE:-envoy/filter-config.json}" --out "$(VERIFIER_OUT)"
 
 validate: wasm envoy
 	envoy/validate.sh
