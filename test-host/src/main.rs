@@ -1,9 +1,14 @@
 //! `test-host`: run a proxy-wasm HTTP filter in front of an upstream, like Envoy would.
 //!
 //! ```text
-//! test-host --wasm FILE [--config FILE] [--env KEY=VALUE]... --listen ADDR --upstream HOST:PORT [--workers N]
+//! test-host --wasm FILE [--config FILE] [--host-env NAME]... [--env KEY=VALUE]...
+//!           --listen ADDR --upstream HOST:PORT [--workers N]
 //! ```
-//! Logs (the filter's and the host's) go to stderr, one line each, with the level.
+//! Secrets (the signing key) reach the VM through `--host-env NAME`, which copies the variable
+//! `NAME` of this process's environment into the VM's (Envoy's
+//! `vm_config.environment_variables.host_env_keys`); never through `--env`, whose value `ps`
+//! shows. Logs (the filter's and the host's) go to stderr, one line each, with the level.
+//! SIGTERM or Ctrl-C stops accepting and lets requests in flight finish (at most 10 s).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +28,14 @@ struct Args {
     /// Plugin configuration file (passed to proxy_on_configure as is).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// An environment variable inside the VM (repeatable), like Envoy's vm_config.environment_variables.
+    /// Pass this process's environment variable NAME into the VM (repeatable), like Envoy's
+    /// vm_config.environment_variables.host_env_keys; an unset NAME is skipped. Use it for
+    /// secrets such as JWT_SECRET.
+    #[arg(long = "host-env", value_name = "NAME")]
+    host_env: Vec<String>,
+    /// An environment variable inside the VM (repeatable), like Envoy's
+    /// vm_config.environment_variables.key_values. Not for secrets: the command line is
+    /// visible to every user (ps); use --host-env.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
     /// Address to listen on.
@@ -99,6 +111,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for (k, v) in args.env {
         builder = builder.env(k, v);
     }
+    for name in &args.host_env {
+        match std::env::var(name) {
+            Ok(value) => builder = builder.env(name, value),
+            // Envoy skips a host_env_keys entry that is not set.
+            Err(std::env::VarError::NotPresent) => {
+                eprintln!("[warn] host: --host-env {name}: not set in this environment; skipped");
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                anyhow::bail!("--host-env {name}: the value is not valid UTF-8")
+            }
+        }
+    }
     let host = builder
         .start()
         .await
@@ -110,8 +134,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.workers.max(1)
     );
     shutdown_signal().await;
-    eprintln!("[info] host: shutting down");
-    drop(host);
+    eprintln!("[info] host: shutting down; letting requests in flight finish");
+    host.shutdown().await;
     Ok(())
 }
 

@@ -1,182 +1,26 @@
 //! One VM: a wasmtime `Store` with its instance, the root context of the plugin, and the HTTP
-//! contexts of the requests it is serving; plus the one `Linker` every host function module
-//! adds itself to, and the context-lifecycle host functions (`proxy_set_effective_context`,
-//! `proxy_done`).
+//! contexts of the requests it is serving; plus the one `Linker` every host function module of
+//! [`crate::hostcalls`] adds itself to.
 //!
 //! Lifecycle, as in Envoy: `_initialize`; `proxy_on_context_create(root, 0)`;
 //! `proxy_on_vm_start(root, vm_config_size)`; `proxy_on_configure(root, plugin_config_size)`;
 //! then per request `proxy_on_context_create(id, root)`, the header/body/trailer callbacks,
 //! `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use wasmtime::{
-    Caller, Engine, Instance, InstancePre, Linker, Module, Store, TypedFunc, WasmParams,
-    WasmResults,
+    Engine, Instance, InstancePre, Linker, Module, Store, TypedFunc, WasmParams, WasmResults,
 };
-use wasmtime_wasi::p1::WasiP1Ctx;
 
-use crate::Error;
-use crate::abi::{Action, Level, MapType, Status};
-use crate::clock::HostClock;
-use crate::headers::HeaderList;
-use crate::http::LocalReply;
-use crate::log::{LogSink, LogSource};
-use crate::memory::GuestExports;
-use crate::shared::{Metrics, Queues, SharedData};
-use crate::wasi::Random;
-
-/// What the plugin was configured with.
-#[derive(Debug, Clone)]
-pub(crate) struct PluginInfo {
-    pub(crate) name: String,
-    pub(crate) root_id: String,
-    pub(crate) vm_id: String,
-    pub(crate) configuration: Vec<u8>,
-    pub(crate) vm_configuration: Vec<u8>,
-    pub(crate) env: Vec<(String, String)>,
-    pub(crate) random: Random,
-}
-
-/// Host-wide state: one per host, shared by every VM (Envoy's shared data, stats, logs).
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) plugin: PluginInfo,
-    pub(crate) logs: LogSink,
-    pub(crate) clock: HostClock,
-    pub(crate) data: SharedData,
-    pub(crate) metrics: Metrics,
-    pub(crate) queues: Queues,
-    /// VMs created so far (gives each a distinct seed).
-    pub(crate) vms_created: AtomicU64,
-}
-
-impl Shared {
-    pub(crate) fn new(plugin: PluginInfo, logs: LogSink, clock: HostClock) -> Self {
-        Self {
-            plugin,
-            logs,
-            clock,
-            data: SharedData::default(),
-            metrics: Metrics::default(),
-            queues: Queues::default(),
-            vms_created: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) fn log(&self, level: Level, message: impl Into<String>) {
-        self.logs.log(level, LogSource::Host, message);
-    }
-}
-
-/// Connection facts behind the `request.*` / `*.address` properties.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct StreamInfo {
-    pub(crate) protocol: String,
-    pub(crate) request_id: String,
-    pub(crate) source: Option<SocketAddr>,
-    pub(crate) destination: Option<SocketAddr>,
-}
-
-/// State of one HTTP context.
-#[derive(Debug, Default)]
-pub(crate) struct HttpStream {
-    pub(crate) info: StreamInfo,
-    pub(crate) request_headers: HeaderList,
-    pub(crate) request_trailers: HeaderList,
-    pub(crate) response_headers: HeaderList,
-    pub(crate) response_trailers: HeaderList,
-    pub(crate) request_body: Vec<u8>,
-    pub(crate) response_body: Vec<u8>,
-    pub(crate) local_reply: Option<LocalReply>,
-    pub(crate) request_resumed: bool,
-    pub(crate) response_resumed: bool,
-    pub(crate) reset: bool,
-    pub(crate) properties: HashMap<Vec<u8>, Vec<u8>>,
-    /// Woken when the filter resumes, resets or replies while the stream is paused.
-    pub(crate) waiter: Option<oneshot::Sender<()>>,
-}
-
-impl HttpStream {
-    /// Wakes whoever waits for this paused stream.
-    pub(crate) fn wake(&mut self) {
-        if let Some(waiter) = self.waiter.take() {
-            let _ = waiter.send(());
-        }
-    }
-}
-
-/// The `T` of `Store<T>`: what host functions see through their `Caller`.
-pub struct HostState {
-    pub(crate) wasi: WasiP1Ctx,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) guest: Option<GuestExports>,
-    pub(crate) root_id: u32,
-    pub(crate) effective_context: u32,
-    pub(crate) streams: HashMap<u32, HttpStream>,
-    pub(crate) tick_period: Option<Duration>,
-    root_properties: HashMap<Vec<u8>, Vec<u8>>,
-}
-
-impl HostState {
-    fn new(wasi: WasiP1Ctx, shared: Arc<Shared>) -> Self {
-        Self {
-            wasi,
-            shared,
-            guest: None,
-            root_id: ROOT_ID,
-            effective_context: ROOT_ID,
-            streams: HashMap::new(),
-            tick_period: None,
-            root_properties: HashMap::new(),
-        }
-    }
-
-    /// The HTTP context host calls act on, if the effective context is one.
-    pub(crate) fn stream_mut(&mut self) -> Option<&mut HttpStream> {
-        self.streams.get_mut(&self.effective_context)
-    }
-
-    /// A header map of the effective HTTP context.
-    pub(crate) fn map_mut(&mut self, map: MapType) -> Option<&mut HeaderList> {
-        let stream = self.stream_mut()?;
-        match map {
-            MapType::RequestHeaders => Some(&mut stream.request_headers),
-            MapType::RequestTrailers => Some(&mut stream.request_trailers),
-            MapType::ResponseHeaders => Some(&mut stream.response_headers),
-            MapType::ResponseTrailers => Some(&mut stream.response_trailers),
-            _ => None,
-        }
-    }
-
-    /// Logs that a write to a map that does not exist here was ignored.
-    pub(crate) fn warn_unavailable_map(&self, map: MapType) {
-        self.shared.log(
-            Level::Warn,
-            format!(
-                "header map {map:?} is not available in context {}; write ignored",
-                self.effective_context
-            ),
-        );
-    }
-
-    /// Properties set by the filter in the effective context.
-    pub(crate) fn property_overrides(&mut self) -> Option<&mut HashMap<Vec<u8>, Vec<u8>>> {
-        if self.effective_context == self.root_id {
-            return Some(&mut self.root_properties);
-        }
-        self.streams
-            .get_mut(&self.effective_context)
-            .map(|s| &mut s.properties)
-    }
-}
-
-const ROOT_ID: u32 = 1;
+use crate::abi::{Action, Level};
+use crate::error::Error;
+use crate::hostcalls;
+use crate::state::headers::HeaderList;
+use crate::state::log::LogSource;
+use crate::state::{Direction, GuestExports, HostState, HttpStream, ROOT_ID, Shared, StreamInfo};
 
 /// The `env.proxy_*` functions of ABI 0.2.1 that an SDK 0.2.5 module may import.
 pub const ABI_FUNCTIONS: &[&str] = &[
@@ -219,40 +63,18 @@ pub const ABI_FUNCTIONS: &[&str] = &[
     "proxy_increment_metric",
 ];
 
-fn add_lifecycle_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        "env",
-        "proxy_set_effective_context",
-        |mut caller: Caller<'_, HostState>, id: u32| -> wasmtime::Result<u32> {
-            let state = caller.data_mut();
-            if id == state.root_id || state.streams.contains_key(&id) {
-                state.effective_context = id;
-                Ok(Status::Ok.code())
-            } else {
-                Ok(Status::BadArgument.code())
-            }
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_done",
-        |_: Caller<'_, HostState>| -> wasmtime::Result<u32> { Ok(Status::Ok.code()) },
-    )?;
-    Ok(())
-}
-
 /// The one linker: every host function module, then WASI preview 1.
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
-    crate::log::add_to_linker(&mut linker)?;
-    crate::clock::add_to_linker(&mut linker)?;
-    crate::buffers::add_to_linker(&mut linker)?;
-    crate::headers::add_to_linker(&mut linker)?;
-    crate::http::add_to_linker(&mut linker)?;
-    crate::shared::add_to_linker(&mut linker)?;
-    crate::properties::add_to_linker(&mut linker)?;
-    add_lifecycle_to_linker(&mut linker)?;
-    crate::wasi::add_to_linker(&mut linker)?;
+    hostcalls::log::add_to_linker(&mut linker)?;
+    hostcalls::clock::add_to_linker(&mut linker)?;
+    hostcalls::buffers::add_to_linker(&mut linker)?;
+    hostcalls::headers::add_to_linker(&mut linker)?;
+    hostcalls::stream::add_to_linker(&mut linker)?;
+    hostcalls::shared::add_to_linker(&mut linker)?;
+    hostcalls::properties::add_to_linker(&mut linker)?;
+    hostcalls::context::add_to_linker(&mut linker)?;
+    hostcalls::wasi::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -303,7 +125,7 @@ impl Compiled {
         let linker = linker(&engine).map_err(|e| Error::Link(one_line(&e)))?;
         let mut probe = Store::new(
             &engine,
-            HostState::new(crate::wasi::context(shared, 0), shared.clone()),
+            HostState::new(hostcalls::wasi::context(shared, 0), shared.clone()),
         );
         for import in module.imports() {
             if linker.get_by_import(&mut probe, &import).is_none() {
@@ -338,6 +160,28 @@ struct Callbacks {
     delete: Cb<u32, ()>,
 }
 
+impl Callbacks {
+    /// The callbacks `instance` exports (only `proxy_on_context_create` is required).
+    fn new(instance: &Instance, store: &mut Store<HostState>) -> Result<Self, Error> {
+        Ok(Self {
+            context_create: export(instance, store, "proxy_on_context_create")?
+                .ok_or(Error::MissingExport("proxy_on_context_create"))?,
+            vm_start: export(instance, store, "proxy_on_vm_start")?,
+            configure: export(instance, store, "proxy_on_configure")?,
+            tick: export(instance, store, "proxy_on_tick")?,
+            request_headers: export(instance, store, "proxy_on_request_headers")?,
+            request_body: export(instance, store, "proxy_on_request_body")?,
+            request_trailers: export(instance, store, "proxy_on_request_trailers")?,
+            response_headers: export(instance, store, "proxy_on_response_headers")?,
+            response_body: export(instance, store, "proxy_on_response_body")?,
+            response_trailers: export(instance, store, "proxy_on_response_trailers")?,
+            log: export(instance, store, "proxy_on_log")?,
+            done: export(instance, store, "proxy_on_done")?,
+            delete: export(instance, store, "proxy_on_delete")?,
+        })
+    }
+}
+
 fn export<P: WasmParams, R: WasmResults>(
     instance: &Instance,
     store: &mut Store<HostState>,
@@ -353,13 +197,6 @@ fn export<P: WasmParams, R: WasmResults>(
             name,
             reason: one_line(&e),
         })
-}
-
-/// Which direction a body or trailers callback is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Direction {
-    Request,
-    Response,
 }
 
 /// One instance of the module with its root context started and configured.
@@ -384,7 +221,7 @@ impl Vm {
     /// Missing exports, a trap during start, or the filter refusing to start or configure.
     pub(crate) fn new(compiled: &Compiled, shared: &Arc<Shared>) -> Result<Self, Error> {
         let index = shared.vms_created.fetch_add(1, Ordering::Relaxed);
-        let state = HostState::new(crate::wasi::context(shared, index), shared.clone());
+        let state = HostState::new(hostcalls::wasi::context(shared, index), shared.clone());
         let mut store = Store::new(&compiled.engine, state);
         let instance = compiled
             .pre
@@ -418,22 +255,7 @@ impl Vm {
                 break;
             }
         }
-        let cb = Callbacks {
-            context_create: export(&instance, &mut store, "proxy_on_context_create")?
-                .ok_or(Error::MissingExport("proxy_on_context_create"))?,
-            vm_start: export(&instance, &mut store, "proxy_on_vm_start")?,
-            configure: export(&instance, &mut store, "proxy_on_configure")?,
-            tick: export(&instance, &mut store, "proxy_on_tick")?,
-            request_headers: export(&instance, &mut store, "proxy_on_request_headers")?,
-            request_body: export(&instance, &mut store, "proxy_on_request_body")?,
-            request_trailers: export(&instance, &mut store, "proxy_on_request_trailers")?,
-            response_headers: export(&instance, &mut store, "proxy_on_response_headers")?,
-            response_body: export(&instance, &mut store, "proxy_on_response_body")?,
-            response_trailers: export(&instance, &mut store, "proxy_on_response_trailers")?,
-            log: export(&instance, &mut store, "proxy_on_log")?,
-            done: export(&instance, &mut store, "proxy_on_done")?,
-            delete: export(&instance, &mut store, "proxy_on_delete")?,
-        };
+        let cb = Callbacks::new(&instance, &mut store)?;
         let mut vm = Self {
             store,
             cb,

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::Error;
 use crate::abi::{Action, Level};
-use crate::headers::HeaderList;
-use crate::http::LocalReply;
-use crate::vm::{Compiled, Direction, Shared, StreamInfo, Vm};
+use crate::error::Error;
+use crate::state::headers::HeaderList;
+use crate::state::{Direction, LocalReply, Shared, StreamInfo};
+use crate::vm::{Compiled, Vm};
 
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 

@@ -5,16 +5,9 @@
 //! Buffers returned to the guest are allocated with its `proxy_on_memory_allocate` at exactly
 //! the reported size, because the SDK rebuilds them with `Vec::from_raw_parts(ptr, len, len)`.
 
-use wasmtime::{Caller, Memory, TypedFunc, format_err};
+use wasmtime::{Caller, format_err};
 
-use crate::vm::HostState;
-
-/// The guest exports host functions need: its memory and its allocator.
-#[derive(Clone)]
-pub(crate) struct GuestExports {
-    pub(crate) memory: Memory,
-    pub(crate) allocate: TypedFunc<u32, u32>,
-}
+use crate::state::{GuestExports, HostState};
 
 fn exports(caller: &Caller<'_, HostState>) -> wasmtime::Result<GuestExports> {
     caller

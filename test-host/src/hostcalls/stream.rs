@@ -1,189 +1,181 @@
-//! HTTP stream control: local responses, continue/close, and the outbound calls this host does
-//! not offer (HTTP/gRPC calls, foreign functions), which link and answer with a status the SDK
-//! accepts for them.
+//! HTTP stream control (local responses, continue/close), and the outbound calls this host
+//! does not offer (HTTP/gRPC calls, foreign functions), which link and answer with a status
+//! the SDK accepts for them.
+// The ABI fixes these functions' parameters.
+#![allow(clippy::too_many_arguments)]
 
 use wasmtime::{Caller, Linker};
 
-use crate::abi::{Level, Status, StreamType};
-use crate::headers::HeaderList;
-use crate::log::LogSource;
-use crate::memory;
-use crate::vm::HostState;
-
-/// A response the filter produced itself (`proxy_send_local_response`); never forwarded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LocalReply {
-    /// HTTP status code.
-    pub status: u16,
-    /// Envoy's "response code details" (free text, often empty).
-    pub details: String,
-    /// Headers the filter asked for.
-    pub headers: HeaderList,
-    /// Body.
-    pub body: Vec<u8>,
-}
+use crate::abi::{Status, StreamType};
+use crate::hostcalls::memory;
+use crate::state::headers::HeaderList;
+use crate::state::{HostState, LocalReply};
 
 fn warn(caller: &Caller<'_, HostState>, message: &str) {
-    caller
-        .data()
-        .shared
-        .logs
-        .log(Level::Warn, LogSource::Host, message);
+    caller.data().warn(message);
+}
+
+fn proxy_send_local_response(
+    mut caller: Caller<'_, HostState>,
+    status: u32,
+    details_ptr: u32,
+    details_size: u32,
+    body_ptr: u32,
+    body_size: u32,
+    headers_ptr: u32,
+    headers_size: u32,
+    _grpc_status: i32,
+) -> wasmtime::Result<u32> {
+    let details = memory::read_string(&mut caller, details_ptr, details_size)?;
+    let body = memory::read(&mut caller, body_ptr, body_size)?;
+    let headers = memory::read(&mut caller, headers_ptr, headers_size)?;
+    let Some(headers) = HeaderList::deserialize(&headers) else {
+        return Ok(Status::BadArgument.code());
+    };
+    let Ok(status) = u16::try_from(status) else {
+        return Ok(Status::BadArgument.code());
+    };
+    caller.data_mut().send_local_response(LocalReply {
+        status,
+        details,
+        headers,
+        body,
+    });
+    Ok(Status::Ok.code())
+}
+
+fn proxy_continue_stream(mut caller: Caller<'_, HostState>, kind: u32) -> wasmtime::Result<u32> {
+    let Some(kind) = StreamType::from_abi(kind) else {
+        return Ok(Status::BadArgument.code());
+    };
+    caller.data_mut().continue_stream(kind);
+    Ok(Status::Ok.code())
+}
+
+fn proxy_close_stream(mut caller: Caller<'_, HostState>, kind: u32) -> wasmtime::Result<u32> {
+    if StreamType::from_abi(kind).is_none() {
+        return Ok(Status::BadArgument.code());
+    }
+    caller.data_mut().close_stream();
+    Ok(Status::Ok.code())
+}
+
+fn proxy_http_call(
+    caller: Caller<'_, HostState>,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+) -> wasmtime::Result<u32> {
+    warn(
+        &caller,
+        "proxy_http_call: this host has no clusters; answering BadArgument",
+    );
+    Ok(Status::BadArgument.code())
+}
+
+fn proxy_grpc_call(
+    caller: Caller<'_, HostState>,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+) -> wasmtime::Result<u32> {
+    warn(
+        &caller,
+        "proxy_grpc_call is not implemented; answering InternalFailure",
+    );
+    Ok(Status::InternalFailure.code())
+}
+
+fn proxy_grpc_stream(
+    caller: Caller<'_, HostState>,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+) -> wasmtime::Result<u32> {
+    warn(
+        &caller,
+        "proxy_grpc_stream is not implemented; answering InternalFailure",
+    );
+    Ok(Status::InternalFailure.code())
+}
+
+fn proxy_grpc_send(
+    _: Caller<'_, HostState>,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+) -> wasmtime::Result<u32> {
+    Ok(Status::NotFound.code())
+}
+
+fn proxy_get_status(
+    mut caller: Caller<'_, HostState>,
+    ret_code: u32,
+    ret_ptr: u32,
+    ret_size: u32,
+) -> wasmtime::Result<u32> {
+    // No call ever completed: gRPC status Unknown (2), no message.
+    memory::write_u32(&mut caller, ret_code, 2)?;
+    memory::return_bytes(&mut caller, &[], ret_ptr, ret_size)?;
+    Ok(Status::Ok.code())
+}
+
+fn proxy_call_foreign_function(
+    mut caller: Caller<'_, HostState>,
+    name_ptr: u32,
+    name_size: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+    _: u32,
+) -> wasmtime::Result<u32> {
+    let name = memory::read_string(&mut caller, name_ptr, name_size)?;
+    warn(
+        &caller,
+        &format!("foreign function \"{name}\" is not available; answering NotFound"),
+    );
+    Ok(Status::NotFound.code())
 }
 
 /// Adds local response, continue/close stream, HTTP/gRPC call and foreign function functions.
 ///
 /// # Errors
 /// When a function is already defined in `linker`.
-#[allow(clippy::too_many_lines)]
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_send_local_response",
-        |mut caller: Caller<'_, HostState>,
-         status: u32,
-         details_ptr: u32,
-         details_size: u32,
-         body_ptr: u32,
-         body_size: u32,
-         headers_ptr: u32,
-         headers_size: u32,
-         _grpc_status: i32|
-         -> wasmtime::Result<u32> {
-            let details = memory::read_string(&mut caller, details_ptr, details_size)?;
-            let body = memory::read(&mut caller, body_ptr, body_size)?;
-            let headers = memory::read(&mut caller, headers_ptr, headers_size)?;
-            let Some(headers) = HeaderList::deserialize(&headers) else {
-                return Ok(Status::BadArgument.code());
-            };
-            let Ok(status) = u16::try_from(status) else {
-                return Ok(Status::BadArgument.code());
-            };
-            let Some(stream) = caller.data_mut().stream_mut() else {
-                warn(
-                    &caller,
-                    "proxy_send_local_response outside an HTTP context; ignored",
-                );
-                return Ok(Status::Ok.code());
-            };
-            if stream.local_reply.is_none() {
-                stream.local_reply = Some(LocalReply {
-                    status,
-                    details,
-                    headers,
-                    body,
-                });
-            }
-            stream.wake();
-            Ok(Status::Ok.code())
-        },
+        proxy_send_local_response,
     )?;
-    linker.func_wrap(
-        "env",
-        "proxy_continue_stream",
-        |mut caller: Caller<'_, HostState>, kind: u32| -> wasmtime::Result<u32> {
-            let Some(kind) = StreamType::from_abi(kind) else {
-                return Ok(Status::BadArgument.code());
-            };
-            if let Some(stream) = caller.data_mut().stream_mut() {
-                match kind {
-                    StreamType::HttpRequest => stream.request_resumed = true,
-                    StreamType::HttpResponse => stream.response_resumed = true,
-                    StreamType::Downstream | StreamType::Upstream => {}
-                }
-                stream.wake();
-            }
-            Ok(Status::Ok.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_close_stream",
-        |mut caller: Caller<'_, HostState>, kind: u32| -> wasmtime::Result<u32> {
-            if StreamType::from_abi(kind).is_none() {
-                return Ok(Status::BadArgument.code());
-            }
-            if let Some(stream) = caller.data_mut().stream_mut() {
-                stream.reset = true;
-                stream.wake();
-            }
-            Ok(Status::Ok.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_http_call",
-        |caller: Caller<'_, HostState>,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32|
-         -> wasmtime::Result<u32> {
-            warn(
-                &caller,
-                "proxy_http_call: this host has no clusters; answering BadArgument",
-            );
-            Ok(Status::BadArgument.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_grpc_call",
-        |caller: Caller<'_, HostState>,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32|
-         -> wasmtime::Result<u32> {
-            warn(
-                &caller,
-                "proxy_grpc_call is not implemented; answering InternalFailure",
-            );
-            Ok(Status::InternalFailure.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_grpc_stream",
-        |caller: Caller<'_, HostState>,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32|
-         -> wasmtime::Result<u32> {
-            warn(
-                &caller,
-                "proxy_grpc_stream is not implemented; answering InternalFailure",
-            );
-            Ok(Status::InternalFailure.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_grpc_send",
-        |_: Caller<'_, HostState>, _: u32, _: u32, _: u32, _: u32| -> wasmtime::Result<u32> {
-            Ok(Status::NotFound.code())
-        },
-    )?;
+    linker.func_wrap("env", "proxy_continue_stream", proxy_continue_stream)?;
+    linker.func_wrap("env", "proxy_close_stream", proxy_close_stream)?;
+    linker.func_wrap("env", "proxy_http_call", proxy_http_call)?;
+    linker.func_wrap("env", "proxy_grpc_call", proxy_grpc_call)?;
+    linker.func_wrap("env", "proxy_grpc_stream", proxy_grpc_stream)?;
+    linker.func_wrap("env", "proxy_grpc_send", proxy_grpc_send)?;
     for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
         linker.func_wrap(
             "env",
@@ -193,38 +185,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             },
         )?;
     }
-    linker.func_wrap(
-        "env",
-        "proxy_get_status",
-        |mut caller: Caller<'_, HostState>,
-         ret_code: u32,
-         ret_ptr: u32,
-         ret_size: u32|
-         -> wasmtime::Result<u32> {
-            // No call ever completed: gRPC status Unknown (2), no message.
-            memory::write_u32(&mut caller, ret_code, 2)?;
-            memory::return_bytes(&mut caller, &[], ret_ptr, ret_size)?;
-            Ok(Status::Ok.code())
-        },
-    )?;
+    linker.func_wrap("env", "proxy_get_status", proxy_get_status)?;
     linker.func_wrap(
         "env",
         "proxy_call_foreign_function",
-        |mut caller: Caller<'_, HostState>,
-         name_ptr: u32,
-         name_size: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32|
-         -> wasmtime::Result<u32> {
-            let name = memory::read_string(&mut caller, name_ptr, name_size)?;
-            warn(
-                &caller,
-                &format!("foreign function \"{name}\" is not available; answering NotFound"),
-            );
-            Ok(Status::NotFound.code())
-        },
+        proxy_call_foreign_function,
     )?;
     Ok(())
 }

@@ -16,20 +16,9 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
 use crate::abi::Level;
-use crate::clock::HostClock;
-use crate::log::{LogSink, LogSource};
-use crate::vm::{HostState, Shared};
-
-/// The random source a host gives its filters (WASI `random_get`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Random {
-    /// A cryptographically secure generator seeded from the operating system.
-    #[default]
-    Os,
-    /// A deterministic generator: the VM created `n`-th (from 0) gets seed `seed + n`, so one
-    /// worker replays the same bytes on every run.
-    Seeded(u64),
-}
+use crate::state::clock::HostClock;
+use crate::state::log::{LogSink, LogSource};
+use crate::state::{HostState, Random, Shared};
 
 /// Adds the `wasi_snapshot_preview1` functions.
 ///

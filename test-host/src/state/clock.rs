@@ -1,14 +1,8 @@
 //! Time: the host clock every VM reads (`proxy_get_current_time_nanoseconds` and WASI
-//! `clock_time_get` agree), and `proxy_set_tick_period_milliseconds`.
+//! `clock_time_get` agree).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use wasmtime::{Caller, Linker};
-
-use crate::abi::Status;
-use crate::memory;
-use crate::vm::HostState;
 
 /// The wall clock a host gives its filters.
 #[derive(Clone, Debug, Default)]
@@ -90,30 +84,4 @@ impl HostClock {
             _ => self.unix_nanos(),
         }
     }
-}
-
-/// Adds `proxy_get_current_time_nanoseconds` and `proxy_set_tick_period_milliseconds`.
-///
-/// # Errors
-/// When a function is already defined in `linker`.
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        "env",
-        "proxy_get_current_time_nanoseconds",
-        |mut caller: Caller<'_, HostState>, ret_time: u32| -> wasmtime::Result<u32> {
-            let now = caller.data().shared.clock.unix_nanos();
-            memory::write_u64(&mut caller, ret_time, now)?;
-            Ok(Status::Ok.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_set_tick_period_milliseconds",
-        |mut caller: Caller<'_, HostState>, period: u32| -> wasmtime::Result<u32> {
-            caller.data_mut().tick_period =
-                (period > 0).then(|| Duration::from_millis(u64::from(period)));
-            Ok(Status::Ok.code())
-        },
-    )?;
-    Ok(())
 }

@@ -1,15 +1,10 @@
-//! Header maps (`proxy_*_header_map_*`): request/response headers and trailers.
+//! Header maps as a stream holds them: request/response headers and trailers, and the ABI's
+//! serialized map format (`proxy_*_header_map_*` decode and encode through it).
 //!
 //! Names are stored lowercase and compared case-insensitively, like Envoy's header maps; values
 //! are bytes. Pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`, `:status`) live in the
 //! maps as in Envoy. "Replace" drops every value of the name and sets one; "get value" returns
 //! the first value.
-
-use wasmtime::{Caller, Linker};
-
-use crate::abi::{MapType, Status};
-use crate::memory;
-use crate::vm::HostState;
 
 /// An ordered multimap of lowercase header names to byte values.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,141 +156,6 @@ impl HeaderList {
         }
         Some(list)
     }
-}
-
-fn map_type(raw: u32) -> Option<MapType> {
-    MapType::from_abi(raw)
-}
-
-/// Adds `proxy_{get,set}_header_map_pairs` and `proxy_{get,add,replace,remove}_header_map_value`.
-///
-/// # Errors
-/// When a function is already defined in `linker`.
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        "env",
-        "proxy_get_header_map_pairs",
-        |mut caller: Caller<'_, HostState>,
-         map: u32,
-         ret_ptr: u32,
-         ret_size: u32|
-         -> wasmtime::Result<u32> {
-            let Some(map) = map_type(map) else {
-                return Ok(Status::BadArgument.code());
-            };
-            // A map that does not exist (yet) reads as empty: the SDK accepts only `Ok` here.
-            let data = caller
-                .data_mut()
-                .map_mut(map)
-                .map_or_else(|| HeaderList::new().serialize(), |m| m.serialize());
-            memory::return_bytes(&mut caller, &data, ret_ptr, ret_size)?;
-            Ok(Status::Ok.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_set_header_map_pairs",
-        |mut caller: Caller<'_, HostState>,
-         map: u32,
-         ptr: u32,
-         size: u32|
-         -> wasmtime::Result<u32> {
-            let Some(map) = map_type(map) else {
-                return Ok(Status::BadArgument.code());
-            };
-            let bytes = memory::read(&mut caller, ptr, size)?;
-            let Some(list) = HeaderList::deserialize(&bytes) else {
-                return Ok(Status::BadArgument.code());
-            };
-            if let Some(m) = caller.data_mut().map_mut(map) {
-                *m = list;
-            } else {
-                caller.data().warn_unavailable_map(map);
-            }
-            Ok(Status::Ok.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_get_header_map_value",
-        |mut caller: Caller<'_, HostState>,
-         map: u32,
-         key_ptr: u32,
-         key_size: u32,
-         ret_ptr: u32,
-         ret_size: u32|
-         -> wasmtime::Result<u32> {
-            let Some(map) = map_type(map) else {
-                return Ok(Status::BadArgument.code());
-            };
-            let key = memory::read_string(&mut caller, key_ptr, key_size)?;
-            let value = caller
-                .data_mut()
-                .map_mut(map)
-                .and_then(|m| m.get(&key).map(<[u8]>::to_vec));
-            match value {
-                Some(v) => {
-                    memory::return_bytes(&mut caller, &v, ret_ptr, ret_size)?;
-                    Ok(Status::Ok.code())
-                }
-                None => Ok(Status::NotFound.code()),
-            }
-        },
-    )?;
-    for (name, op) in [
-        ("proxy_add_header_map_value", Op::Add),
-        ("proxy_replace_header_map_value", Op::Replace),
-    ] {
-        linker.func_wrap(
-            "env",
-            name,
-            move |mut caller: Caller<'_, HostState>,
-                  map: u32,
-                  key_ptr: u32,
-                  key_size: u32,
-                  value_ptr: u32,
-                  value_size: u32|
-                  -> wasmtime::Result<u32> {
-                let Some(map) = map_type(map) else {
-                    return Ok(Status::BadArgument.code());
-                };
-                let key = memory::read_string(&mut caller, key_ptr, key_size)?;
-                let value = memory::read(&mut caller, value_ptr, value_size)?;
-                match caller.data_mut().map_mut(map) {
-                    Some(m) if op == Op::Add => m.add(&key, &value),
-                    Some(m) => m.replace(&key, &value),
-                    None => caller.data().warn_unavailable_map(map),
-                }
-                Ok(Status::Ok.code())
-            },
-        )?;
-    }
-    linker.func_wrap(
-        "env",
-        "proxy_remove_header_map_value",
-        |mut caller: Caller<'_, HostState>,
-         map: u32,
-         key_ptr: u32,
-         key_size: u32|
-         -> wasmtime::Result<u32> {
-            let Some(map) = map_type(map) else {
-                return Ok(Status::BadArgument.code());
-            };
-            let key = memory::read_string(&mut caller, key_ptr, key_size)?;
-            match caller.data_mut().map_mut(map) {
-                Some(m) => m.remove(&key),
-                None => caller.data().warn_unavailable_map(map),
-            }
-            Ok(Status::Ok.code())
-        },
-    )?;
-    Ok(())
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Add,
-    Replace,
 }
 
 #[cfg(test)]

@@ -1,15 +1,11 @@
-//! Logging: `proxy_log` / `proxy_get_log_level`, plus the host's own events and the guest's
-//! WASI stdout/stderr, all into one [`LogSink`] that tests read and the command prints.
+//! The log: the filter's `proxy_log` lines, the host's own events and the guest's WASI
+//! stdout/stderr, all into one [`LogSink`] that tests read and the command prints.
 
 use std::collections::VecDeque;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use wasmtime::{Caller, Linker};
-
-use crate::abi::{Level, Status};
-use crate::memory;
-use crate::vm::HostState;
+use crate::abi::Level;
 
 /// Where a log line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -126,41 +122,4 @@ impl LogSink {
             .unwrap_or_else(PoisonError::into_inner);
         records.iter().cloned().collect()
     }
-}
-
-/// Adds `proxy_log` and `proxy_get_log_level`.
-///
-/// # Errors
-/// When a function is already defined in `linker`.
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        "env",
-        "proxy_log",
-        |mut caller: Caller<'_, HostState>,
-         level: u32,
-         ptr: u32,
-         size: u32|
-         -> wasmtime::Result<u32> {
-            let Some(level) = Level::from_abi(level) else {
-                return Ok(Status::BadArgument.code());
-            };
-            let message = memory::read_string(&mut caller, ptr, size)?;
-            caller
-                .data()
-                .shared
-                .logs
-                .log(level, LogSource::Filter, message);
-            Ok(Status::Ok.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_get_log_level",
-        |mut caller: Caller<'_, HostState>, ret_level: u32| -> wasmtime::Result<u32> {
-            let level = caller.data().shared.logs.level() as u32;
-            memory::write_u32(&mut caller, ret_level, level)?;
-            Ok(Status::Ok.code())
-        },
-    )?;
-    Ok(())
 }

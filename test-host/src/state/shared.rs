@@ -4,11 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use wasmtime::{Caller, Linker};
-
 use crate::abi::{MetricType, Status};
-use crate::memory;
-use crate::vm::HostState;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -164,7 +160,7 @@ struct QueuesInner {
 }
 
 impl Queues {
-    fn register(&self, vm_id: &str, name: &str) -> u32 {
+    pub(crate) fn register(&self, vm_id: &str, name: &str) -> u32 {
         let mut inner = lock(&self.inner);
         if let Some(id) = inner.ids.get(&(vm_id.to_owned(), name.to_owned())) {
             return *id;
@@ -175,14 +171,14 @@ impl Queues {
         id
     }
 
-    fn resolve(&self, vm_id: &str, name: &str) -> Option<u32> {
+    pub(crate) fn resolve(&self, vm_id: &str, name: &str) -> Option<u32> {
         lock(&self.inner)
             .ids
             .get(&(vm_id.to_owned(), name.to_owned()))
             .copied()
     }
 
-    fn enqueue(&self, id: u32, value: Vec<u8>) -> Status {
+    pub(crate) fn enqueue(&self, id: u32, value: Vec<u8>) -> Status {
         match lock(&self.inner)
             .queues
             .get_mut((id as usize).wrapping_sub(1))
@@ -195,7 +191,7 @@ impl Queues {
         }
     }
 
-    fn dequeue(&self, id: u32) -> Result<Vec<u8>, Status> {
+    pub(crate) fn dequeue(&self, id: u32) -> Result<Vec<u8>, Status> {
         match lock(&self.inner)
             .queues
             .get_mut((id as usize).wrapping_sub(1))
@@ -204,158 +200,6 @@ impl Queues {
             None => Err(Status::NotFound),
         }
     }
-}
-
-/// Adds shared data, metrics and shared-queue functions.
-///
-/// # Errors
-/// When a function is already defined in `linker`.
-pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        "env",
-        "proxy_get_shared_data",
-        |mut caller: Caller<'_, HostState>,
-         key_ptr: u32,
-         key_size: u32,
-         ret_ptr: u32,
-         ret_size: u32,
-         ret_cas: u32|
-         -> wasmtime::Result<u32> {
-            let key = memory::read(&mut caller, key_ptr, key_size)?;
-            let Some((value, cas)) = caller.data().shared.data.get(&key) else {
-                return Ok(Status::NotFound.code());
-            };
-            memory::return_bytes(&mut caller, &value, ret_ptr, ret_size)?;
-            memory::write_u32(&mut caller, ret_cas, cas)?;
-            Ok(Status::Ok.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_set_shared_data",
-        |mut caller: Caller<'_, HostState>,
-         key_ptr: u32,
-         key_size: u32,
-         value_ptr: u32,
-         value_size: u32,
-         cas: u32|
-         -> wasmtime::Result<u32> {
-            let key = memory::read(&mut caller, key_ptr, key_size)?;
-            let value = memory::read(&mut caller, value_ptr, value_size)?;
-            Ok(caller.data().shared.data.set(&key, &value, cas).code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_define_metric",
-        |mut caller: Caller<'_, HostState>,
-         kind: u32,
-         name_ptr: u32,
-         name_size: u32,
-         ret_id: u32|
-         -> wasmtime::Result<u32> {
-            let Some(kind) = MetricType::from_abi(kind) else {
-                return Ok(Status::BadArgument.code());
-            };
-            let name = memory::read_string(&mut caller, name_ptr, name_size)?;
-            let id = caller.data().shared.metrics.define(kind, &name);
-            memory::write_u32(&mut caller, ret_id, id)?;
-            Ok(Status::Ok.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_increment_metric",
-        |caller: Caller<'_, HostState>, id: u32, offset: i64| -> wasmtime::Result<u32> {
-            Ok(caller.data().shared.metrics.increment(id, offset).code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_record_metric",
-        |caller: Caller<'_, HostState>, id: u32, value: u64| -> wasmtime::Result<u32> {
-            Ok(caller.data().shared.metrics.record(id, value).code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_get_metric",
-        |mut caller: Caller<'_, HostState>, id: u32, ret_value: u32| -> wasmtime::Result<u32> {
-            match caller.data().shared.metrics.get(id) {
-                Ok(v) => {
-                    memory::write_u64(&mut caller, ret_value, v)?;
-                    Ok(Status::Ok.code())
-                }
-                Err(status) => Ok(status.code()),
-            }
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_register_shared_queue",
-        |mut caller: Caller<'_, HostState>,
-         name_ptr: u32,
-         name_size: u32,
-         ret_id: u32|
-         -> wasmtime::Result<u32> {
-            let name = memory::read_string(&mut caller, name_ptr, name_size)?;
-            let shared = caller.data().shared.clone();
-            let id = shared.queues.register(&shared.plugin.vm_id, &name);
-            memory::write_u32(&mut caller, ret_id, id)?;
-            Ok(Status::Ok.code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_resolve_shared_queue",
-        |mut caller: Caller<'_, HostState>,
-         vm_ptr: u32,
-         vm_size: u32,
-         name_ptr: u32,
-         name_size: u32,
-         ret_id: u32|
-         -> wasmtime::Result<u32> {
-            let vm_id = memory::read_string(&mut caller, vm_ptr, vm_size)?;
-            let name = memory::read_string(&mut caller, name_ptr, name_size)?;
-            match caller.data().shared.queues.resolve(&vm_id, &name) {
-                Some(id) => {
-                    memory::write_u32(&mut caller, ret_id, id)?;
-                    Ok(Status::Ok.code())
-                }
-                None => Ok(Status::NotFound.code()),
-            }
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_enqueue_shared_queue",
-        |mut caller: Caller<'_, HostState>,
-         id: u32,
-         ptr: u32,
-         size: u32|
-         -> wasmtime::Result<u32> {
-            let value = memory::read(&mut caller, ptr, size)?;
-            Ok(caller.data().shared.queues.enqueue(id, value).code())
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_dequeue_shared_queue",
-        |mut caller: Caller<'_, HostState>,
-         id: u32,
-         ret_ptr: u32,
-         ret_size: u32|
-         -> wasmtime::Result<u32> {
-            match caller.data().shared.queues.dequeue(id) {
-                Ok(value) => {
-                    memory::return_bytes(&mut caller, &value, ret_ptr, ret_size)?;
-                    Ok(Status::Ok.code())
-                }
-                Err(status) => Ok(status.code()),
-            }
-        },
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]

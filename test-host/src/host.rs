@@ -1,0 +1,100 @@
+//! [`Host`]: the guard of a running proxy, and what tests read back from it (logs, metrics,
+//! shared data), which [`crate::Plugin`] offers too.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::state::Shared;
+use crate::state::log::LogRecord;
+use crate::state::shared::MetricValue;
+
+pub(crate) fn metric(shared: &Shared, name: &str) -> Option<u64> {
+    match shared.metrics.by_name(name)? {
+        MetricValue::Counter(v) | MetricValue::Gauge(v) => Some(v),
+        MetricValue::Histogram(samples) => Some(samples.len() as u64),
+    }
+}
+
+pub(crate) fn histogram(shared: &Shared, name: &str) -> Option<Vec<u64>> {
+    match shared.metrics.by_name(name)? {
+        MetricValue::Histogram(samples) => Some(samples),
+        _ => None,
+    }
+}
+
+/// A running proxy. Dropping it (or [`Host::shutdown`]) stops accepting and shuts down
+/// gracefully: idle connections close at once, requests in flight may finish for up to 10 s.
+/// Dropping returns at once; [`Host::shutdown`] waits for the drain.
+#[derive(Debug)]
+pub struct Host {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<JoinHandle<()>>,
+}
+
+impl Host {
+    pub(crate) fn new(
+        local_addr: SocketAddr,
+        shared: Arc<Shared>,
+        stop: oneshot::Sender<()>,
+        served: JoinHandle<()>,
+    ) -> Self {
+        Self {
+            local_addr,
+            shared,
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    /// Stops accepting and waits until the requests in flight have finished (at most 10 s;
+    /// then they are cut).
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            let _ = served.await;
+        }
+    }
+
+    /// The address the proxy listens on.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://ADDR{path}`.
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.local_addr)
+    }
+
+    /// Log records so far (filter, WASI stdout/stderr, host), oldest first.
+    #[must_use]
+    pub fn logs(&self) -> Vec<LogRecord> {
+        self.shared.logs.records()
+    }
+
+    /// A counter's or gauge's value (a histogram's sample count), by name.
+    #[must_use]
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        metric(&self.shared, name)
+    }
+
+    /// A histogram's samples, by name.
+    #[must_use]
+    pub fn histogram(&self, name: &str) -> Option<Vec<u64>> {
+        histogram(&self.shared, name)
+    }
+
+    /// A shared-data value, by key.
+    #[must_use]
+    pub fn shared_data(&self, key: &str) -> Option<Vec<u8>> {
+        self.shared.data.get(key.as_bytes()).map(|(v, _)| v)
+    }
+}

@@ -1,0 +1,129 @@
+//! Bodies and plain responses: the boxed body every response carries, a body fed by a bounded
+//! channel (the pumps' output), a body that holds its request "in flight" for the idle timeout,
+//! and the host's own short answers.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
+
+use crate::edge::InFlight;
+use crate::state::LocalReply;
+use crate::state::headers::HeaderList;
+
+/// Any error a body may end with.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every request and response the proxy makes.
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
+/// The sending side of a [`ChannelBody`].
+pub(crate) type FrameSender = mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
+
+/// A body of `bytes`.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into()).map_err(|e| match e {}).boxed()
+}
+
+/// An empty body.
+pub(crate) fn empty() -> ProxyBody {
+    Empty::new().map_err(|e| match e {}).boxed()
+}
+
+/// A plain response the host makes itself (not through the filter).
+pub(crate) fn plain(status: StatusCode, body: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(full(body.to_owned()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// `response`, with `connection: close` when `close` (hyper then closes after it).
+pub(crate) fn closing(mut response: Response<ProxyBody>, close: bool) -> Response<ProxyBody> {
+    if close {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A local reply the host makes (upstream failures, refused requests); it still runs through
+/// the filter's response callbacks.
+pub(crate) fn host_reply(status: u16, body: &str) -> LocalReply {
+    LocalReply {
+        status,
+        details: String::new(),
+        headers: HeaderList::new(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// A body fed by a bounded channel (backpressure keeps memory constant).
+pub(crate) struct ChannelBody {
+    rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+}
+
+impl ChannelBody {
+    /// A channel body of capacity 2, and its sender.
+    pub(crate) fn channel() -> (FrameSender, ProxyBody) {
+        let (tx, rx) = mpsc::channel(2);
+        (tx, ChannelBody { rx }.boxed())
+    }
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx.poll_recv(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// A response body that holds its request in flight until it is done (for the idle timeout).
+pub(crate) struct Counted {
+    body: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl Counted {
+    pub(crate) fn new(body: ProxyBody, in_flight: InFlight) -> Self {
+        Self {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

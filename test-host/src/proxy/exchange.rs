@@ -1,0 +1,420 @@
+//! [`Exchange`]: the value that owns one request's lifecycle. It holds the HTTP context from
+//! `proxy_on_context_create` to `proxy_on_delete` (run by [`Finish`] however the request ends)
+//! and walks the request through the filter's request callbacks, the upstream and the
+//! response callbacks; every early end (a local reply, a reset, a failure) is an answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body as _, Incoming};
+use tokio::sync::oneshot;
+
+use crate::abi::Level;
+use crate::error::Error;
+use crate::proxy::Proxy;
+use crate::proxy::body::{ChannelBody, ProxyBody, closing, empty, full, host_reply, plain};
+use crate::proxy::hop;
+use crate::proxy::pump::{Abort, pump_request, pump_response};
+use crate::proxy::upstream::UpstreamError;
+use crate::state::headers::HeaderList;
+use crate::state::{Direction, LocalReply, StreamInfo};
+use crate::worker::{Ctx, Outcome, WorkerHandle};
+
+/// The filter reset the stream: hyper closes the connection without a response.
+#[derive(Debug, thiserror::Error)]
+#[error("the filter reset the stream")]
+pub(crate) struct StreamReset;
+
+/// What the client gets: a response, or a reset.
+pub(crate) type Answer = Result<Response<ProxyBody>, StreamReset>;
+
+/// Runs `proxy_on_log` / `proxy_on_done` / `proxy_on_delete` when the request is over, however
+/// it ends.
+pub(crate) struct Finish {
+    worker: WorkerHandle,
+    ctx: Ctx,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let ctx = self.ctx;
+        self.worker.post(move |w| w.finish(ctx));
+    }
+}
+
+/// The request as it arrived, before the filter sees it.
+pub(crate) struct Inbound {
+    pub(crate) parts: http::request::Parts,
+    pub(crate) body: Incoming,
+    /// Names the request's `Connection` headers list.
+    pub(crate) named: Vec<String>,
+    pub(crate) peer: SocketAddr,
+}
+
+/// The upstream request, with the request pump's signals: `done` at the end of the body,
+/// `abort` when the pump stopped the exchange.
+struct Outgoing {
+    request: Request<ProxyBody>,
+    done: oneshot::Receiver<()>,
+    abort: oneshot::Receiver<Abort>,
+}
+
+/// One request's lifecycle (see the module docs).
+pub(crate) struct Exchange {
+    proxy: Arc<Proxy>,
+    worker: WorkerHandle,
+    ctx: Ctx,
+    finish: Finish,
+}
+
+impl Exchange {
+    /// Creates the HTTP context (for a request the connection manager answers itself). `Err`
+    /// is the answer when the filter failed.
+    pub(crate) async fn create(
+        proxy: &Arc<Proxy>,
+        worker: &WorkerHandle,
+        info: StreamInfo,
+    ) -> Result<Self, Response<ProxyBody>> {
+        let ctx = worker
+            .call(move |wk| wk.create(info))
+            .await
+            .and_then(|r| r)
+            .map_err(|e| filter_failed(proxy, &e))?;
+        Ok(Self::new(proxy, worker, ctx))
+    }
+
+    /// Creates the HTTP context and runs `proxy_on_request_headers`, in one job. `Err` is the
+    /// answer when the filter failed.
+    pub(crate) async fn start(
+        proxy: &Arc<Proxy>,
+        worker: &WorkerHandle,
+        info: StreamInfo,
+        headers: HeaderList,
+        end_of_stream: bool,
+    ) -> Result<(Self, Outcome), Response<ProxyBody>> {
+        let (ctx, outcome) = worker
+            .call(move |wk| {
+                let ctx = wk.create(info)?;
+                let outcome = wk.headers(ctx, Direction::Request, headers, end_of_stream)?;
+                Ok::<_, Error>((ctx, outcome))
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(|e| filter_failed(proxy, &e))?;
+        Ok((Self::new(proxy, worker, ctx), outcome))
+    }
+
+    fn new(proxy: &Arc<Proxy>, worker: &WorkerHandle, ctx: Ctx) -> Self {
+        Self {
+            proxy: proxy.clone(),
+            worker: worker.clone(),
+            ctx,
+            finish: Finish {
+                worker: worker.clone(),
+                ctx,
+            },
+        }
+    }
+
+    /// After the request headers callback: a local reply, a reset, or the upstream exchange.
+    pub(crate) async fn run(self, inbound: Inbound, outcome: Outcome) -> Answer {
+        let outcome = match self.wait_resumed(Direction::Request, outcome).await {
+            Ok(o) => o,
+            Err(resp) => return Ok(resp),
+        };
+        if outcome.reset {
+            return Err(StreamReset);
+        }
+        if let Some(reply) = outcome.local_reply {
+            return Ok(self.local_response(reply).await);
+        }
+        if inbound.parts.method == Method::CONNECT {
+            // The router has no route for CONNECT: 404, and the connection closes.
+            return Ok(closing(
+                self.local_response(host_reply(404, "")).await,
+                true,
+            ));
+        }
+        self.forward(inbound, &outcome.headers).await
+    }
+
+    /// The upstream request, from the headers as the filter left them; its body is pumped
+    /// through the request body callbacks.
+    fn upstream_request(
+        &self,
+        inbound: Inbound,
+        headers: &HeaderList,
+    ) -> Result<Outgoing, http::Error> {
+        let proxy = &self.proxy;
+        let method = headers
+            .get(":method")
+            .and_then(|m| Method::from_bytes(m).ok())
+            .unwrap_or(inbound.parts.method.clone());
+        let protocol = hop::protocol(inbound.parts.version);
+        let mut builder = Request::builder().method(method).version(Version::HTTP_11);
+        if let Some(h) = builder.headers_mut() {
+            *h = hop::upstream_headers(
+                &proxy.shared,
+                headers,
+                &inbound.named,
+                protocol,
+                inbound.peer,
+            );
+        }
+        let (done_tx, done) = oneshot::channel::<()>();
+        let (abort_tx, abort) = oneshot::channel::<Abort>();
+        let upstream_body = if inbound.body.is_end_stream() {
+            drop(done_tx);
+            empty()
+        } else {
+            let (tx, upstream) = ChannelBody::channel();
+            let link = (self.worker.clone(), self.ctx);
+            let pump = pump_request(proxy.clone(), link, inbound.body, tx, done_tx, abort_tx);
+            tokio::spawn(pump);
+            upstream
+        };
+        let path = headers.get_str(":path").unwrap_or("/");
+        let request = proxy
+            .client
+            .uri(path)
+            .and_then(|uri| builder.uri(uri).body(upstream_body));
+        Ok(Outgoing {
+            request: request?,
+            done,
+            abort,
+        })
+    }
+
+    /// Sends the request, as the filter left its headers, to the upstream and answers with its
+    /// response, or with the host's reply when it fails.
+    async fn forward(self, inbound: Inbound, headers: &HeaderList) -> Answer {
+        let proxy = self.proxy.clone();
+        let Outgoing {
+            request,
+            done: done_rx,
+            abort: abort_rx,
+        } = match self.upstream_request(inbound, headers) {
+            Ok(o) => o,
+            Err(e) => {
+                proxy.log(
+                    Level::Error,
+                    format!("the filter produced an invalid request: {e}"),
+                );
+                return Ok(plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "invalid request after filter\n",
+                ));
+            }
+        };
+        let response = proxy.client.send(request);
+        tokio::pin!(response);
+        let timeout = proxy.config.upstream_timeout;
+        let upstream = async {
+            // Like Envoy's route timeout: counted from the end of the request.
+            tokio::select! {
+                biased;
+                r = &mut response => return Some(r),
+                _ = done_rx => {}
+            }
+            tokio::time::timeout(timeout, &mut response).await.ok()
+        };
+        let aborted = async {
+            match abort_rx.await {
+                Ok(a) => a,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            // The pump reports why it stopped before it fails the upstream request's body.
+            biased;
+            a = aborted => {
+                return match a {
+                    Abort::Local(reply) => Ok(self.local_response(reply).await),
+                    Abort::Reset => Err(StreamReset),
+                    Abort::Failed(e) => Ok(filter_failed(&proxy, &e)),
+                };
+            }
+            r = upstream => r,
+        };
+        match result {
+            Some(Ok(r)) => self.respond(r).await,
+            Some(Err(e)) => Ok(self.local_response(upstream_failed(&proxy, Some(e))).await),
+            None => Ok(self.local_response(upstream_failed(&proxy, None)).await),
+        }
+    }
+
+    /// Waits while the filter keeps the stream paused; `Err` is the response to send instead.
+    async fn wait_resumed(
+        &self,
+        direction: Direction,
+        mut outcome: Outcome,
+    ) -> Result<Outcome, Response<ProxyBody>> {
+        let proxy = &self.proxy;
+        let ctx = self.ctx;
+        let deadline = tokio::time::Instant::now() + proxy.config.resume_timeout;
+        while let Some(waiter) = outcome.waiter.take() {
+            if tokio::time::timeout_at(deadline, waiter).await.is_err() {
+                proxy.log(
+                    Level::Error,
+                    format!(
+                        "the filter paused context {} and did not resume it within {:?}",
+                        ctx.id, proxy.config.resume_timeout
+                    ),
+                );
+                return Err(plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "filter did not resume the stream\n",
+                ));
+            }
+            outcome = self
+                .worker
+                .call(move |wk| wk.resumed(ctx, direction))
+                .await
+                .and_then(|r| r)
+                .map_err(|e| filter_failed(proxy, &e))?;
+        }
+        Ok(outcome)
+    }
+
+    /// Sends a local reply (the filter's, or the host's) through the filter's response-headers
+    /// callback, as Envoy does, and never to the upstream.
+    pub(crate) async fn local_response(self, reply: LocalReply) -> Response<ProxyBody> {
+        let mut headers = HeaderList::new();
+        headers.add(":status", reply.status.to_string().as_bytes());
+        for (n, v) in reply.headers.iter() {
+            headers.add(n, v);
+        }
+        if !reply.body.is_empty() && headers.get("content-type").is_none() {
+            headers.add("content-type", b"text/plain");
+        }
+        headers.replace("content-length", reply.body.len().to_string().as_bytes());
+        let eos = reply.body.is_empty();
+        let ctx = self.ctx;
+        let seen = self
+            .worker
+            .call(move |wk| {
+                wk.headers(ctx, Direction::Response, headers.clone(), eos)
+                    .map(|o| o.headers)
+                    .unwrap_or(headers)
+            })
+            .await;
+        let headers = seen.unwrap_or_default();
+        let status = status_of(&headers).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = Response::new(full(reply.body));
+        *response.status_mut() = status;
+        *response.headers_mut() = hop::to_header_map(&self.proxy.shared, &headers, &[]);
+        drop(self);
+        response
+    }
+
+    /// Runs the response callbacks on the upstream's response and streams it to the client.
+    async fn respond(self, upstream: Response<Incoming>) -> Answer {
+        let (parts, body) = upstream.into_parts();
+        let named_before = hop::named(&parts.headers);
+        let headers = hop::response_map(&parts);
+        let end_of_stream = body.is_end_stream();
+        let ctx = self.ctx;
+        let outcome = match self
+            .worker
+            .call(move |wk| wk.headers(ctx, Direction::Response, headers, end_of_stream))
+            .await
+            .and_then(|r| r)
+        {
+            Ok(o) => o,
+            Err(e) => return Ok(filter_failed(&self.proxy, &e)),
+        };
+        let outcome = match self.wait_resumed(Direction::Response, outcome).await {
+            Ok(o) => o,
+            Err(resp) => return Ok(resp),
+        };
+        if outcome.reset {
+            return Err(StreamReset);
+        }
+        let shared = &self.proxy.shared;
+        if let Some(reply) = outcome.local_reply {
+            // Replaces the upstream response; not run through the callbacks a second time.
+            let mut response = Response::new(full(reply.body));
+            *response.status_mut() =
+                StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            *response.headers_mut() = hop::to_header_map(shared, &reply.headers, &[]);
+            return Ok(response);
+        }
+        let headers = outcome.headers;
+        let mut named = named_before;
+        named.extend(hop::connection_tokens(
+            headers.get_all("connection").into_iter(),
+        ));
+        let status = status_of(&headers).unwrap_or(parts.status);
+        let map = hop::to_header_map(shared, &headers, &named);
+        let client_body = if end_of_stream {
+            drop(self);
+            empty()
+        } else {
+            let (tx, client) = ChannelBody::channel();
+            let link = (self.worker.clone(), self.ctx);
+            tokio::spawn(pump_response(
+                self.proxy.clone(),
+                link,
+                body,
+                tx,
+                self.finish,
+            ));
+            client
+        };
+        let mut response = Response::new(client_body);
+        *response.status_mut() = status;
+        *response.headers_mut() = map;
+        Ok(response)
+    }
+}
+
+/// The `:status` of a header map, if valid.
+fn status_of(headers: &HeaderList) -> Option<StatusCode> {
+    headers
+        .get_str(":status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+}
+
+/// The host's `503` when the filter trapped or its VM is gone.
+pub(crate) fn filter_failed(proxy: &Proxy, e: &Error) -> Response<ProxyBody> {
+    proxy.log(Level::Error, format!("request failed: {e}"));
+    plain(StatusCode::SERVICE_UNAVAILABLE, "filter failed\n")
+}
+
+/// Envoy's reply when the upstream fails (`None`: no response headers in time), logged.
+fn upstream_failed(proxy: &Proxy, failed: Option<UpstreamError>) -> LocalReply {
+    const BEFORE_HEADERS: &str = "upstream connect error or disconnect/reset before headers";
+    let upstream = &proxy.config.upstream;
+    let (status, log, reason) = match failed {
+        None => {
+            let timeout = proxy.config.upstream_timeout;
+            proxy.log(
+                Level::Warn,
+                format!("upstream {upstream} timed out after {timeout:?}"),
+            );
+            return host_reply(504, "upstream request timeout\n");
+        }
+        Some(UpstreamError::Connect(e)) => {
+            (503, format!("connect error: {e}"), "connection failure")
+        }
+        // Accepted, then closed or reset before a byte of response: Envoy's 503.
+        Some(UpstreamError::Failed {
+            heard: false,
+            error,
+        }) => (
+            503,
+            format!("disconnected: {error}"),
+            "connection termination",
+        ),
+        Some(UpstreamError::Failed { error, .. }) => {
+            (502, format!("reset: {error}"), "connection termination")
+        }
+    };
+    proxy.log(Level::Warn, format!("upstream {upstream} {log}"));
+    host_reply(
+        status,
+        &format!("{BEFORE_HEADERS}. reset reason: {reason}\n"),
+    )
+}
