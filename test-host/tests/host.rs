@@ -685,3 +685,18 @@ mod futures_like {
         }
     }
 }
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish_and_stops_accepting() {
+    let echo = Echo::start().await;
+    let host = host(&echo).await;
+    let addr = host.local_addr();
+    // `/slow` answers 3 s after the upstream has seen it.
+    let in_flight = tokio::spawn(send(addr, get("/slow", &[])));
+    while echo.seen().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    host.shutdown().await;
+    assert_eq!(in_flight.await.unwrap().status, 200);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
