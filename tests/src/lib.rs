@@ -12,7 +12,9 @@ pub mod h2;
 pub mod load;
 pub mod proxy;
 pub mod raw;
+pub mod scripted;
 
+use std::fmt::Display;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -314,28 +316,23 @@ impl EnvoyBuilder {
     pub fn start(&self) -> Envoy {
         let dir = scratch_dir("envoy");
         let mut child = self.spawn(&dir);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        let (admin, addr) = wait_until(Duration::from_secs(60), "envoy ready", || {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!(
                     "envoy exited ({status}) before it was ready; log:\n{}",
                     std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default()
                 );
             }
-            if let Some(admin) = read_admin_addr(&dir)
-                && let Some(addr) = listener_addr(admin)
-                && matches!(raw::blocking_get(admin, "/ready"), Some((200, _)))
-            {
-                return Envoy {
-                    child,
-                    dir,
-                    addr,
-                    admin,
-                    forbidden: vec![SECRET.to_owned()],
-                };
-            }
-            assert!(Instant::now() < deadline, "envoy not ready after 60 s");
-            std::thread::sleep(Duration::from_millis(25));
+            let admin = read_admin_addr(&dir)?;
+            let addr = listener_addr(admin)?;
+            matches!(raw::blocking_get(admin, "/ready"), Some((200, _))).then_some((admin, addr))
+        });
+        Envoy {
+            child,
+            dir,
+            addr,
+            admin,
+            forbidden: vec![SECRET.to_owned()],
         }
     }
 
@@ -344,20 +341,20 @@ impl EnvoyBuilder {
     pub fn start_expecting_failure(&self) -> (ExitStatus, String) {
         let dir = scratch_dir("envoy-bad");
         let mut child = self.spawn(&dir);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(dir.join("envoy.log")).unwrap();
-                let _ = std::fs::remove_dir_all(&dir);
-                return (status, log);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let log = std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default();
-                panic!("envoy kept running with a bad configuration; log:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        let exited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_until(
+                Duration::from_secs(30),
+                "envoy exits on a bad configuration",
+                || child.try_wait().unwrap(),
+            )
+        }));
+        let log = std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default();
+        let Ok(status) = exited else {
+            let _ = child.kill();
+            panic!("envoy kept running with a bad configuration; log:\n{log}");
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        (status, log)
     }
 }
 
@@ -421,18 +418,11 @@ impl Envoy {
 
     /// Waits (at most 5 s) until a filter log line contains `needle`.
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(l) = self.filter_log().into_iter().find(|l| l.contains(needle)) {
-                return l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needle:?} in:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            Duration::from_secs(5),
+            format_args!("a filter log line with {needle:?}"),
+            || self.filter_log().into_iter().find(|l| l.contains(needle)),
+        )
     }
 
     /// A counter or gauge from the admin stats, e.g.
@@ -486,6 +476,24 @@ pub fn verify(token: &str, key: &[u8]) -> Value {
     decode::<Value>(token, &DecodingKey::from_secret(key), &v)
         .unwrap_or_else(|e| panic!("token does not verify: {e}"))
         .claims
+}
+
+/// Polls `probe` every 20 ms until it returns `Some`, and returns that; fails
+/// the test naming `what` when `timeout` passes first. The one way the tests
+/// wait for something to happen (a log line, a listener, a counter).
+pub fn wait_until<T>(
+    timeout: Duration,
+    what: impl Display,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Seconds since the epoch now.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use test_host::{Host, HostBuilder, LogSource};
 
-use crate::{Envoy, EnvoyBuilder, SECRET, default_config, wasm};
+use crate::{Envoy, EnvoyBuilder, SECRET, default_config, wait_until, wasm};
 
 /// The test host on a runtime of its own, so tests can use blocking clients.
 pub struct HostProxy {
@@ -53,16 +53,6 @@ impl Drop for HostProxy {
     }
 }
 
-/// A test-host builder set up like [`EnvoyBuilder::new`]: the product
-/// filter, the default test configuration, in front of `upstream`.
-pub fn host_builder(upstream: SocketAddr) -> HostBuilder {
-    HostBuilder::new(wasm("jwt_filter"))
-        .plugin_config(default_config().into_bytes())
-        .upstream(upstream)
-        .workers(1)
-        .echo_logs(false)
-}
-
 /// One proxy with the filter in it.
 pub enum Proxy {
     /// The real Envoy binary.
@@ -84,6 +74,8 @@ pub struct Setup {
     pub wasm: PathBuf,
     /// The gateway limits (SPEC section 7), the same on both.
     pub limits: Limits,
+    /// How long the upstream may take to answer (then 504).
+    pub upstream_timeout: Duration,
 }
 
 /// The client-facing limits of SPEC section 7: `envoy/render.sh`'s
@@ -119,6 +111,7 @@ impl Setup {
             workers: 1,
             wasm: wasm("jwt_filter"),
             limits: Limits::default(),
+            upstream_timeout: Duration::from_secs(15),
         }
     }
 
@@ -136,6 +129,7 @@ impl Setup {
                 .wasm(self.wasm.clone())
                 .config(self.config.clone())
                 .concurrency(self.workers)
+                .upstream_timeout(&secs(self.upstream_timeout))
                 .render_env("REQUEST_HEADERS_TIMEOUT", &secs(l.request_headers_timeout))
                 .render_env("IDLE_TIMEOUT", &secs(l.idle_timeout))
                 .render_env("MAX_CONNECTIONS", &l.max_connections.to_string())
@@ -149,6 +143,7 @@ impl Setup {
             .plugin_config(self.config.clone().into_bytes())
             .upstream(self.upstream)
             .workers(self.workers)
+            .upstream_timeout(self.upstream_timeout)
             .request_headers_timeout(self.limits.request_headers_timeout)
             .idle_timeout(self.limits.idle_timeout)
             .max_connections(self.limits.max_connections)
@@ -211,25 +206,15 @@ impl Proxy {
 
     /// Waits (at most 5 s) until `n` filter log lines contain `needle`.
     pub fn wait_for_lines(&self, needle: &str, n: usize) -> Vec<String> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
+        let what = LogDump(self, format!("{n} log lines with {needle:?}"));
+        wait_until(Duration::from_secs(5), what, || {
             let lines: Vec<String> = self
                 .filter_log()
                 .into_iter()
                 .filter(|l| l.contains(needle))
                 .collect();
-            if lines.len() >= n {
-                return lines;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{}: {} of {n} log lines with {needle:?}: {:?}",
-                self.name(),
-                lines.len(),
-                self.filter_log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+            (lines.len() >= n).then_some(lines)
+        })
     }
 
     /// Everything either proxy wrote, for secret scanning.
@@ -244,6 +229,22 @@ impl Proxy {
                 .collect::<Vec<_>>()
                 .join("\n"),
         }
+    }
+}
+
+/// A wait's description that shows the filter log as it is when the wait
+/// fails.
+struct LogDump<'a>(&'a Proxy, String);
+
+impl std::fmt::Display for LogDump<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}; log: {:?}",
+            self.0.name(),
+            self.1,
+            self.0.filter_log()
+        )
     }
 }
 

@@ -8,11 +8,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use jwt_proxy_tests::proxy::{Proxy, Setup, leaks_key};
 use jwt_proxy_tests::raw::{bare, exchange, post};
+use jwt_proxy_tests::scripted::Scripted;
 use jwt_proxy_tests::{SECRET, Upstream, dead_addr, verify, wasm};
 use serde_json::Value;
 use test_host::{Clock, HostBuilder, Random};
-
-use crate::util::Scripted;
 
 /// Headers Envoy adds on its own, not the filter.
 const ENVOY_ADDED: [&str; 4] = [
@@ -241,55 +240,69 @@ fn bad_configuration_is_refused_the_same_way() {
     }
 }
 
+/// Also `hop_by_hop_response_headers_are_not_forwarded` (Envoy only) before:
+/// every hop-by-hop response header, on both.
 #[test]
 fn response_hop_by_hop_headers_are_removed_on_both() {
-    let upstream = Scripted::start(Some(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Private\r\nX-Private: 1\r\nX-Kept: yes\r\n\r\nok",
-    ));
+    let upstream = Scripted::answering(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTrailer: X-Sum\r\nX-Kept: yes\r\n\r\nok",
+    );
     for proxy in Setup::new(upstream.addr()).both() {
+        let name = proxy.name();
         let resp = exchange(proxy.addr(), &post("/", &[], b"{}"));
-        assert_eq!(resp.status, 200, "{}", proxy.name());
-        assert!(
-            resp.all("x-private").is_empty(),
-            "{}: {:?}",
-            proxy.name(),
-            resp.headers
-        );
-        assert_eq!(resp.header("x-kept"), Some("yes"), "{}", proxy.name());
+        assert_eq!(resp.status, 200, "{name}");
+        assert_eq!(resp.body, b"ok", "{name}");
+        for h in ["x-private", "keep-alive", "proxy-connection", "trailer"] {
+            assert!(
+                resp.all(h).is_empty(),
+                "{name}: {h} reached the client: {:?}",
+                resp.headers
+            );
+        }
+        assert_eq!(resp.header("x-kept"), Some("yes"), "{name}");
     }
 }
-
+/// Also `http10_clients_are_served_and_closed` (Envoy only) before.
 #[test]
-fn upstream_down_is_503_on_both() {
-    for proxy in Setup::new(dead_addr()).both() {
-        let resp = exchange(proxy.addr(), &post("/", &[], b"{}"));
-        assert_eq!(resp.status, 503, "{}", proxy.name());
-    }
-}
-
-#[test]
-fn http10_on_both() {
+fn http10_clients_are_served_and_closed_on_both() {
     let upstream = Upstream::start();
     for proxy in Setup::new(upstream.addr()).both() {
+        let name = proxy.name();
+        let before = upstream.seen().len();
         let mut conn = jwt_proxy_tests::raw::Conn::connect(proxy.addr()).unwrap();
-        conn.send(b"POST /old HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}")
-            .unwrap();
+        conn.send(
+            b"POST /old HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .unwrap();
         let resp = conn.read_response(false).unwrap();
         assert_eq!(
             (resp.status, resp.version.as_str()),
             (200, "HTTP/1.0"),
-            "{}",
-            proxy.name()
+            "{name}"
         );
+        assert_eq!(resp.version, "HTTP/1.0", "{name}: an HTTP/1.0 exchange");
+        assert_eq!(resp.body, b"{}", "{name}");
         assert!(
             conn.closed_by_peer(Duration::from_secs(5)),
-            "{}",
-            proxy.name()
+            "{name}: no persistent connection with an HTTP/1.0 client"
         );
-        verify(&upstream.last().one("x-my-jwt").unwrap(), SECRET.as_bytes());
+        let seen = upstream.last();
+        assert_eq!(
+            seen.version, "HTTP/1.1",
+            "{name}: the upstream link is HTTP/1.1 on its own"
+        );
+        verify(&seen.one("x-my-jwt").unwrap(), SECRET.as_bytes());
+
+        // A second HTTP/1.0 client: a new client connection, the same upstream one.
+        exchange(proxy.addr(), b"GET /again HTTP/1.0\r\n\r\n");
+        let seen = &upstream.seen()[before..];
+        assert_eq!(seen.len(), 2, "{name}");
+        assert_eq!(
+            seen[0].peer, seen[1].peer,
+            "{name}: the upstream connection persists independently"
+        );
     }
 }
-
 /// Pinned clock and seeded random source: the token is exactly the one an
 /// independent implementation computes from the same claims.
 #[test]

@@ -5,45 +5,11 @@
 
 use std::time::Duration;
 
-use jwt_proxy_tests::proxy::{HostProxy, Proxy};
-use jwt_proxy_tests::raw::{Conn, Response, exchange, post};
-use jwt_proxy_tests::{EnvoyBuilder, SECRET, Upstream, verify, wasm};
+use jwt_proxy_tests::proxy::Setup;
+use jwt_proxy_tests::raw::{Conn, exchange, post};
+use jwt_proxy_tests::{SECRET, Upstream, verify};
 
-/// Envoy and the test host in front of `upstream` with `config`.
-fn both(upstream: &Upstream, config: &str) -> [Proxy; 2] {
-    [
-        Proxy::Envoy(EnvoyBuilder::new(upstream.addr()).config(config).start()),
-        Proxy::Host(
-            HostProxy::start(
-                test_host::HostBuilder::new(wasm("jwt_filter"))
-                    .plugin_config(config.as_bytes().to_vec())
-                    .upstream(upstream.addr())
-                    .workers(1),
-            )
-            .unwrap(),
-        ),
-    ]
-}
-
-/// Sends `request` on a new connection: the response, or `None` when the
-/// proxy closed the connection without one.
-fn try_exchange(proxy: &Proxy, request: &[u8]) -> Option<Response> {
-    let mut conn = Conn::connect(proxy.addr()).unwrap();
-    // A proxy may close before reading everything: a failed write is an answer too.
-    if conn.send(request).is_err() {
-        return None;
-    }
-    conn.read_response(request.starts_with(b"HEAD ")).ok()
-}
-
-/// Inserts `line` (raw bytes, no CRLF) as a header line before the blank line.
-fn with_header_line(mut request: Vec<u8>, line: &[u8]) -> Vec<u8> {
-    let at = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let mut insert = b"\r\n".to_vec();
-    insert.extend_from_slice(line);
-    request.splice(at..at, insert);
-    request
-}
+use crate::util::{try_exchange, with_header_line};
 
 /// Request head bytes forwarded upstream never carry CR, LF or NUL in a value.
 fn assert_clean(name: &str, what: &str, seen: &jwt_proxy_tests::Seen) {
@@ -101,7 +67,7 @@ fn malformed_request_lines_and_headers_are_400_and_never_forwarded() {
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".to_vec(),
         ),
     ];
-    for proxy in both(&upstream, &jwt_proxy_tests::default_config()) {
+    for proxy in Setup::new(upstream.addr()).both() {
         let name = proxy.name();
         for (what, req) in &cases {
             let before = upstream.seen().len();
@@ -181,7 +147,7 @@ fn lenient_parses_forward_only_clean_signed_heads() {
             501,
         ),
     ];
-    for proxy in both(&upstream, &jwt_proxy_tests::default_config()) {
+    for proxy in Setup::new(upstream.addr()).both() {
         let name = proxy.name();
         for (what, req, envoy_status, host_status) in &cases {
             let expected = if name == "envoy" {
@@ -219,69 +185,10 @@ fn lenient_parses_forward_only_clean_signed_heads() {
     }
 }
 
-fn bad_bodies() -> [(&'static str, Vec<u8>); 2] {
-    [
-        ("bad chunk size", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n".to_vec()),
-        ("Content-Length and chunked", with_header_line(post("/", &[], b"{}"), b"Transfer-Encoding: chunked")),
-    ]
-}
-
-#[test]
-fn malformed_chunked_body_is_400_and_the_forwarded_head_is_signed() {
-    // The head streams upstream before the body is read (the filter never
-    // buffers), so a bad chunk is found after the upstream got the head:
-    // Envoy answers 400 and resets the upstream request.
-    let upstream = Upstream::start();
-    let proxy = Proxy::Envoy(EnvoyBuilder::new(upstream.addr()).start());
-    for (what, req) in bad_bodies() {
-        let before = upstream.seen().len();
-        let resp = try_exchange(&proxy, &req).unwrap();
-        assert_eq!(resp.status, 400, "{what}: {}", resp.text());
-        for s in &upstream.seen()[before..] {
-            assert!(
-                s.all("content-length").is_empty(),
-                "{what}: both framings forwarded"
-            );
-            verify(&s.one("x-my-jwt").unwrap(), SECRET.as_bytes());
-        }
-    }
-}
-
-#[test]
-fn oversized_headers_are_431_and_never_forwarded() {
-    // Envoy's default max_request_headers_kb is 60 and max_headers_count 100.
-    let upstream = Upstream::start();
-    let envoy = EnvoyBuilder::new(upstream.addr()).start();
-    let one_big = format!("X-Big: {}", "b".repeat(61 << 10));
-    let many: Vec<String> = (0..70)
-        .map(|i| format!("X-H{i}: {}", "m".repeat(900)))
-        .collect();
-    let many: Vec<&str> = many.iter().map(String::as_str).collect();
-    let fits: Vec<String> = (0..50)
-        .map(|i| format!("X-H{i}: {}", "m".repeat(900)))
-        .collect();
-    let fits: Vec<&str> = fits.iter().map(String::as_str).collect();
-    let counted: Vec<String> = (0..101).map(|i| format!("X-C{i}: 1")).collect();
-    let counted: Vec<&str> = counted.iter().map(String::as_str).collect();
-    for (what, req) in [
-        ("one 61 KiB header", post("/", &[&one_big], b"{}")),
-        ("70 headers of 900 bytes", post("/", &many, b"{}")),
-        ("104 headers", post("/", &counted, b"{}")),
-    ] {
-        let resp = exchange(envoy.addr(), &req);
-        assert_eq!(resp.status, 431, "{what}: {}", resp.text());
-        assert!(resp.body.len() < 256);
-        assert!(upstream.seen().is_empty(), "{what}: forwarded");
-    }
-    let resp = exchange(envoy.addr(), &post("/", &fits, b"{}"));
-    assert_eq!(resp.status, 200, "50 headers of 900 bytes fit");
-    verify(&upstream.last().one("x-my-jwt").unwrap(), SECRET.as_bytes());
-}
-
 #[test]
 fn many_inbound_tokens_become_exactly_one_valid_token() {
     let upstream = Upstream::start();
-    for proxy in both(&upstream, &jwt_proxy_tests::default_config()) {
+    for proxy in Setup::new(upstream.addr()).both() {
         let name = proxy.name();
         // With Host, Content-Type and Content-Length: 100 headers, Envoy's limit.
         let forged: Vec<String> = (0..97)
@@ -353,7 +260,11 @@ fn hostile_user_header_values_stay_valid_json_claims() {
         ("CR LF", b"X-User: a\r\nb", None, None),
         ("NUL", b"X-User: a\x00b", None, None),
     ];
-    for proxy in both(&upstream, &config) {
+    let setup = Setup {
+        config,
+        ..Setup::new(upstream.addr())
+    };
+    for proxy in setup.both() {
         let name = proxy.name();
         for (what, line, envoy_user, host_user) in cases {
             let expected = if name == "envoy" {
@@ -393,7 +304,7 @@ fn hostile_user_header_values_stay_valid_json_claims() {
 #[test]
 fn http10_keep_alive_is_an_http10_exchange_on_a_reusable_connection() {
     let upstream = Upstream::start();
-    for proxy in both(&upstream, &jwt_proxy_tests::default_config()) {
+    for proxy in Setup::new(upstream.addr()).both() {
         let name = proxy.name();
         let mut conn = Conn::connect(proxy.addr()).unwrap();
         for i in 0..3 {
@@ -437,32 +348,4 @@ fn http10_keep_alive_is_an_http10_exchange_on_a_reusable_connection() {
             "{name}: kept open"
         );
     }
-}
-
-// The test host differs from Envoy here (SPEC 5: host semantics follow
-// Envoy's). Each test is named after the difference.
-
-#[test]
-fn test_host_answers_400_not_502_for_a_malformed_chunked_body() {
-    let upstream = Upstream::start();
-    let host = &both(&upstream, &jwt_proxy_tests::default_config())[1];
-    for (what, req) in bad_bodies() {
-        let resp = try_exchange(host, &req).unwrap();
-        assert_eq!(
-            resp.status,
-            400,
-            "{what}: the client's fault, not the upstream's: {}",
-            resp.text()
-        );
-    }
-}
-
-#[test]
-fn test_host_refuses_request_headers_over_60_kib_with_431() {
-    let upstream = Upstream::start();
-    let host = &both(&upstream, &jwt_proxy_tests::default_config())[1];
-    let one_big = format!("X-Big: {}", "b".repeat(61 << 10));
-    let resp = try_exchange(host, &post("/", &[&one_big], b"{}")).unwrap();
-    assert_eq!(resp.status, 431, "Envoy's max_request_headers_kb is 60");
-    assert!(upstream.seen().is_empty(), "forwarded");
 }

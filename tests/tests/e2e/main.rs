@@ -16,5 +16,6 @@ mod hostcalls;
 mod hostile;
 mod hygiene;
 mod oci;
+mod regressions;
 mod soak;
 mod util;

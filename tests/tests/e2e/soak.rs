@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use jwt_proxy_tests::load::{JtiUpstream, env_usize, open_fds, post_load, rss_kib};
 use jwt_proxy_tests::raw::{bare, exchange};
-use jwt_proxy_tests::{EnvoyBuilder, SECRET};
+use jwt_proxy_tests::{EnvoyBuilder, SECRET, wait_until};
 use serde_json::Value;
 
 #[test]
@@ -77,14 +77,9 @@ fn posts_are_all_signed_once() {
     // Envoy counts a close when its worker processes it: give it up to 5 s.
     let stat = |name: &str| envoy.stat(name).unwrap_or(u64::MAX);
     let settled = |name: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let v = stat(name);
-            if v == 0 || std::time::Instant::now() > deadline {
-                return v;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_until(Duration::from_secs(5), format_args!("{name} is 0"), || {
+            (stat(name) == 0).then_some(0)
+        })
     };
     assert_eq!(settled("http.jwt_proxy.downstream_cx_active"), 0);
     assert_eq!(settled("http.jwt_proxy.downstream_rq_active"), 0);

@@ -1,73 +1,66 @@
-//! Test-only helpers that are not worth a place in the library: scripted
-//! upstreams that answer with fixed bytes, or never.
+//! Helpers several test modules share and the library does not need: raw
+//! exchanges that tell "refused" from "answered", and the upstream's view of
+//! one request through both proxies.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-/// An upstream that reads each request head and answers with `response`
-/// (or, with `None`, never answers). Stops on drop.
-pub struct Scripted {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+use jwt_proxy_tests::proxy::{Proxy, Setup};
+use jwt_proxy_tests::raw::{Conn, Response, bare, exchange};
+use jwt_proxy_tests::{Seen, Upstream};
+use serde_json::Value;
+
+/// The proxy's `/status` figures.
+pub fn status(proxy: &Proxy) -> Value {
+    let resp = exchange(proxy.addr(), &bare("GET", "/status", &[]));
+    serde_json::from_slice(&resp.body).unwrap()
 }
 
-impl Scripted {
-    pub fn start(response: Option<&'static [u8]>) -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let stopped = Arc::clone(&stopped);
-                        thread::spawn(move || serve(stream, response, &stopped));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Scripted { addr, stop }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
+/// Sends `request` on a new connection: the response (if any) and whether
+/// the proxy then closed the connection.
+pub fn send(addr: SocketAddr, request: &[u8]) -> (Option<Response>, bool) {
+    let mut conn = Conn::connect(addr).unwrap();
+    // A proxy may refuse before it has read everything: a failed write is fine.
+    let _ = conn.send(request);
+    let resp = conn.read_response(request.starts_with(b"HEAD ")).ok();
+    let closed = conn.closed_by_peer(Duration::from_secs(3));
+    (resp, closed)
 }
 
-fn serve(mut stream: TcpStream, response: Option<&[u8]>, stop: &AtomicBool) {
-    stream.set_nonblocking(false).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !stop.load(Ordering::Relaxed) {
-        match stream.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => continue,
-        }
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            buf.drain(..end + 4);
-            // With no response: stall, never answer.
-            if let Some(r) = response
-                && stream.write_all(r).is_err()
-            {
-                return;
-            }
-        }
+/// Sends `request` on a new connection: the response, or `None` when the
+/// proxy closed the connection without one.
+pub fn try_exchange(proxy: &Proxy, request: &[u8]) -> Option<Response> {
+    let mut conn = Conn::connect(proxy.addr()).unwrap();
+    // A proxy may close before reading everything: a failed write is an answer too.
+    if conn.send(request).is_err() {
+        return None;
     }
+    conn.read_response(request.starts_with(b"HEAD ")).ok()
 }
 
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// Inserts `line` (raw bytes, no CRLF) as a header line before the blank line.
+pub fn with_header_line(mut request: Vec<u8>, line: &[u8]) -> Vec<u8> {
+    let at = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let mut insert = b"\r\n".to_vec();
+    insert.extend_from_slice(line);
+    request.splice(at..at, insert);
+    request
+}
+
+/// The upstream's view of one request sent through each proxy.
+pub fn seen_through_both(setup: &Setup, request: &[u8]) -> Vec<(String, Response, Seen)> {
+    let upstream = Upstream::start();
+    let setup = Setup {
+        upstream: upstream.addr(),
+        ..setup.clone()
+    };
+    setup
+        .both()
+        .iter()
+        .map(|proxy| {
+            let resp = exchange(proxy.addr(), request);
+            assert_eq!(resp.status, 200, "{}: {}", proxy.name(), resp.text());
+            (proxy.name().to_owned(), resp, upstream.last())
+        })
+        .collect()
 }

@@ -1,0 +1,243 @@
+//! The scriptable upstream: an HTTP/1.1 server whose answer to each request
+//! is chosen by a script from the request head: echo it, send fixed bytes,
+//! stall, reset, or send part of a response and stop. Records every request
+//! head. In-process on a runtime of its own (so tests can use blocking
+//! clients), on `127.0.0.1`, stopped on drop.
+//!
+//! [`crate::Upstream`] (the product's echo server, recording [`crate::Seen`])
+//! is the upstream for well-behaved traffic; this one is for the answers a
+//! real server would not give.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One request as the scripted upstream read it.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// Request method.
+    pub method: String,
+    /// Request target, query included.
+    pub path: String,
+    /// Header lines as received, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (`Content-Length` framing only).
+    pub body: Vec<u8>,
+}
+
+impl Head {
+    /// Every value of header `name` (any letter case).
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// The target without its query.
+    pub fn route(&self) -> &str {
+        self.path.split('?').next().unwrap_or("")
+    }
+}
+
+/// What the scripted upstream does with one request.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply {
+    /// 200 with the request's body and content type.
+    Echo,
+    /// These bytes; the connection stays open for the next request.
+    Bytes(&'static [u8]),
+    /// These bytes, then close the connection (FIN).
+    Close(&'static [u8]),
+    /// Never answer: hold the connection until the proxy closes it.
+    Stall,
+    /// Reset the connection (RST) without a byte.
+    Reset,
+    /// These bytes, 50 ms, then reset the connection.
+    ResetAfter(&'static [u8]),
+    /// `first`, a pause, then `rest`; the connection stays open.
+    Slow {
+        /// Sent at once.
+        first: &'static [u8],
+        /// How long to wait before `rest`.
+        pause: Duration,
+        /// Sent after the pause.
+        rest: &'static [u8],
+    },
+}
+
+type Script = dyn Fn(&Head) -> Reply + Send + Sync;
+
+/// The running upstream.
+pub struct Scripted {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Head>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Scripted {
+    /// Starts one on `127.0.0.1:0` answering each request with `script(head)`.
+    pub fn start(script: impl Fn(&Head) -> Reply + Send + Sync + 'static) -> Scripted {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), script)
+    }
+
+    /// The same on `addr` (e.g. a port a proxy already points at).
+    pub fn start_on(
+        addr: SocketAddr,
+        script: impl Fn(&Head) -> Reply + Send + Sync + 'static,
+    ) -> Scripted {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let script: Arc<Script> = Arc::new(script);
+        runtime.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, Arc::clone(&script), Arc::clone(&record)));
+            }
+        });
+        Scripted {
+            addr,
+            seen,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// One that answers every request with `bytes`.
+    pub fn answering(bytes: &'static [u8]) -> Scripted {
+        Self::start(move |_| Reply::Bytes(bytes))
+    }
+
+    /// One that never answers.
+    pub fn stalling() -> Scripted {
+        Self::start(|_| Reply::Stall)
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every request head received so far.
+    pub fn seen(&self) -> Vec<Head> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Reads one request (head and `Content-Length` body) from `stream`, with
+/// `buf` holding what was read past the previous one.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Head> {
+    let mut chunk = [0u8; 8192];
+    let (mut head, head_len, body_len) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 256];
+        let mut req = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(len)) = req.parse(buf) {
+            let headers: Vec<(String, String)> = req
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_owned(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let head = Head {
+                method: req.method.unwrap_or("").to_owned(),
+                path: req.path.unwrap_or("").to_owned(),
+                headers,
+                body: Vec::new(),
+            };
+            let body_len = head
+                .all("content-length")
+                .first()
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            break (head, len, body_len);
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    while buf.len() < head_len + body_len {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    head.body = buf[head_len..head_len + body_len].to_vec();
+    buf.drain(..head_len + body_len);
+    Some(head)
+}
+
+async fn serve(mut stream: TcpStream, script: Arc<Script>, record: Arc<Mutex<Vec<Head>>>) {
+    let mut buf = Vec::new();
+    let reset = |s: TcpStream| {
+        let _ = s.set_zero_linger();
+        drop(s);
+    };
+    while let Some(head) = read_request(&mut stream, &mut buf).await {
+        let reply = script(&head);
+        record.lock().unwrap().push(head.clone());
+        let sent = match reply {
+            Reply::Echo => {
+                let mut out = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n", head.body.len());
+                if let Some(ct) = head.all("content-type").first() {
+                    out.push_str(&format!("Content-Type: {ct}\r\n"));
+                }
+                out.push_str("\r\n");
+                let mut out = out.into_bytes();
+                out.extend_from_slice(&head.body);
+                stream.write_all(&out).await
+            }
+            Reply::Bytes(bytes) => stream.write_all(bytes).await,
+            Reply::Close(bytes) => {
+                let _ = stream.write_all(bytes).await;
+                return;
+            }
+            Reply::Stall => {
+                let mut sink = [0u8; 4096];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                return;
+            }
+            Reply::Reset => return reset(stream),
+            Reply::ResetAfter(bytes) => {
+                let _ = stream.write_all(bytes).await;
+                let _ = stream.flush().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return reset(stream);
+            }
+            Reply::Slow { first, pause, rest } => {
+                let _ = stream.write_all(first).await;
+                let _ = stream.flush().await;
+                tokio::time::sleep(pause).await;
+                stream.write_all(rest).await
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
