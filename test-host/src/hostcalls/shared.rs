@@ -91,8 +91,7 @@ fn proxy_register_shared_queue(
     ret_id: u32,
 ) -> wasmtime::Result<u32> {
     let name = memory::read_string(&mut caller, name_ptr, name_size)?;
-    let shared = caller.data().shared.clone();
-    let id = shared.queues.register(&shared.plugin.vm_id, &name);
+    let id = caller.data().shared.register_queue(&name);
     memory::write_u32(&mut caller, ret_id, id)?;
     Ok(Status::Ok.code())
 }

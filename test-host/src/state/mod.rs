@@ -82,6 +82,11 @@ impl Shared {
         }
     }
 
+    /// `proxy_register_shared_queue`: queue `name` in this plugin's VM id namespace.
+    pub(crate) fn register_queue(&self, name: &str) -> u32 {
+        self.queues.register(&self.plugin.vm_id, name)
+    }
+
     /// A line in the log from the host itself.
     pub(crate) fn log(&self, level: Level, message: impl Into<String>) {
         self.logs.log(level, LogSource::Host, message);
