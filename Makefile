@@ -22,7 +22,7 @@ CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
 WASM_RUSTFLAGS := --remap-path-prefix=$(CURDIR)=/build --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := $(WASM_RUSTFLAGS)
 
-.PHONY: help build wasm fixtures toolchain envoy echo-upstream run run-host test lint validate up down bench soak clean oci wasm-rustflags verifier
+.PHONY: help build wasm fixtures toolchain envoy echo-upstream run run-host test lint validate up down bench soak clean oci wasm-rustflags verifier reload
 
 help:
 	@echo "make build      the filter (.wasm, release) and the host binaries"
@@ -33,6 +33,7 @@ help:
 	@echo "make test       every test, Envoy end-to-end tests included"
 	@echo "make lint       cargo fmt --check, clippy -D warnings, cargo doc -D warnings"
 	@echo "make validate   envoy --mode validate on every Envoy config in the repo"
+	@echo "make reload     apply the filter configuration to the running make run (same HTTP_PORT)"
 	@echo "make verifier   envoy/verifier.yaml: the upstream's jwt_authn filter for the key ring"
 	@echo "make up         the same system under docker compose (needs Docker)"
 	@echo "make oci        OCI image of the module (target/oci/), deploy/ manifests rendered"
@@ -83,6 +84,11 @@ lint: toolchain
 VERIFIER_OUT ?= envoy/verifier.yaml
 verifier:
 	$(CARGO) run --quiet -p jwt-verifier -- --config "$${PLUGIN_CONFIG_FILE:-envoy/filter-config.json}" --out "$(VERIFIER_OUT)"
+
+# A new filter configuration for the `make run` on HTTP_PORT, without a
+# restart (PLUGIN_CONFIG or PLUGIN_CONFIG_FILE, as `make run` reads it).
+reload:
+	envoy/reload.sh
 
 validate: wasm envoy
 	envoy/validate.sh

@@ -3,8 +3,17 @@
 # script) to stdout, filling each ${NAME} from the environment, with the
 # defaults below. POSIX sh + awk only, so it also runs in the envoyproxy/envoy
 # image. Usage: [VAR=value ...] render.sh [template] > envoy.rendered.yaml
+#
+# The jwt_proxy filter comes from jwt-filter.yaml beside this script: inline
+# in the template's ${JWT_FILTER} line, or, when FILTER_CONFIG_DIR is set,
+# written to $FILTER_CONFIG_DIR/jwt_proxy.yaml, which Envoy watches (extension
+# config discovery): replacing that file (`make reload`) reconfigures the
+# filter without a restart. `render.sh --filter-resource` prints only that
+# file's content.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
+mode=config
+if [ "${1:-}" = "--filter-resource" ]; then mode=resource; shift; fi
 template=${1:-$here/envoy.yaml}
 
 : "${HTTP_PORT:=8080}"
@@ -69,6 +78,7 @@ PLUGIN_CONFIG=$(printf '%s' "$PLUGIN_CONFIG" | sed "s/'/''/g")
 export HTTP_PORT ADMIN_PORT LISTEN_ADDRESS UPSTREAM_HOST UPSTREAM_PORT UPSTREAM_TIMEOUT WASM_PATH PLUGIN_CONFIG \
   REQUEST_HEADERS_TIMEOUT IDLE_TIMEOUT MAX_CONNECTIONS
 
+fill() {
 awk '
 /^[ \t]*#/ { print; next }
 {
@@ -82,4 +92,32 @@ awk '
   }
   print out line
 }
-END { exit bad }' "$template"
+END { exit bad }' "$1"
+}
+
+filter=$(fill "$here/jwt-filter.yaml")
+# The ECDS resource: a TypedExtensionConfig in a DiscoveryResponse.
+resource() {
+  printf '%s\n' 'resources:' '- "@type": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig'
+  printf '%s\n' "$filter" | grep -v '^#' | sed 's/^/  /'
+}
+if [ "$mode" = resource ]; then resource; exit 0; fi
+if [ -n "${FILTER_CONFIG_DIR:-}" ]; then
+  mkdir -p "$FILTER_CONFIG_DIR"
+  dir=$(cd "$FILTER_CONFIG_DIR" && pwd)
+  # Written beside it and moved over: Envoy never reads half a file.
+  (umask 077; resource > "$dir/.jwt_proxy.yaml.tmp")
+  mv "$dir/.jwt_proxy.yaml.tmp" "$dir/jwt_proxy.yaml"
+  JWT_FILTER="- name: jwt_proxy
+            config_discovery:
+              config_source:
+                path_config_source:
+                  path: $dir/jwt_proxy.yaml
+                  watched_directory: { path: $dir }
+              type_urls: [\"type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\"]"
+else
+  # A list item of http_filters: `- ` on the template's line, the rest under it.
+  JWT_FILTER=$(printf '%s\n' "$filter" | grep -v '^#' | sed '1s/^/- /; 2,$s/^/            /')
+fi
+export JWT_FILTER
+fill "$template"

@@ -13,6 +13,11 @@
 # --host-env), never through a command line, where `ps` would show it.
 # This shell stays alive as the proxy's parent (an Envoy whose launching
 # shell exits can be sent SIGTERM).
+#
+# Envoy gets its filter from a watched file (extension config discovery) in
+# a state directory kept per port, $JWT_PROXY_STATE/$HTTP_PORT (default
+# $TMPDIR/jwt-proxy-state), beside its admin address and its log file (also
+# shown here): `make reload` (envoy/reload.sh) finds it there.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -26,12 +31,14 @@ esac
 : "${LOG_LEVEL:=info}"
 : "${WORKERS:=2}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/jwt-proxy.XXXXXX")
+state=
 pids=""
 cleanup() {
   trap - INT TERM EXIT
   [ -n "$pids" ] && kill $pids 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"
+  [ -z "$state" ] || rm -rf "$state"
 }
 trap cleanup INT TERM EXIT
 
@@ -49,14 +56,28 @@ if [ "$host" = envoy ]; then
     fi
   fi
   envoy=$("$here/find-envoy.sh")
+  state=${JWT_PROXY_STATE:-${TMPDIR:-/tmp}/jwt-proxy-state}/$HTTP_PORT
+  rm -rf "$state"
+  mkdir -p "$state"
+  chmod 700 "$state"
+  # What `make reload` renders the filter with, besides its configuration.
+  for v in WASM_PATH WASM_URL WASM_SHA256; do
+    eval "val=\${$v:-}"
+    [ -z "$val" ] || printf "%s='%s'\n" "$v" "$val" >> "$state/env"
+  done
+  touch "$state/env" "$state/envoy.log"
   export HTTP_PORT ADMIN_PORT UPSTREAM
-  "$here/render.sh" > "$work/envoy.yaml"
+  FILTER_CONFIG_DIR=$state/filter "$here/render.sh" > "$work/envoy.yaml"
+  # The log goes to a file (buffered, cheaper than stderr under load) that
+  # this terminal follows and `make reload` reads.
+  tail -n +1 -F "$state/envoy.log" >&2 2>/dev/null &
+  pids="$pids $!"
   "$envoy" -c "$work/envoy.yaml" --use-dynamic-base-id --log-level "$LOG_LEVEL" \
-    --admin-address-path "$work/admin" &
+    --log-path "$state/envoy.log" --admin-address-path "$state/admin" &
   proxy_pid=$!
   ( i=0
-    while [ ! -s "$work/admin" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-    echo "jwt-proxy: http://127.0.0.1:$HTTP_PORT -> $UPSTREAM (admin $(cat "$work/admin" 2>/dev/null || echo '?'); /status answered locally)" >&2
+    while [ ! -s "$state/admin" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    echo "jwt-proxy: http://127.0.0.1:$HTTP_PORT -> $UPSTREAM (admin $(cat "$state/admin" 2>/dev/null || echo '?'); /status answered locally; make reload applies a new filter configuration)" >&2
   ) &
 else
   if [ -n "${PLUGIN_CONFIG:-}" ]; then

@@ -21,7 +21,9 @@ check() { # name, then env assignments for render.sh; template last via TEMPLATE
     echo "INVALID  $name"; cat "$work/$n.log"; fail=1
   fi
 }
-check "envoy/envoy.yaml (make run)"
+check "envoy/envoy.yaml (filter inline: the tests, compose, Kubernetes)"
+# make run: the filter from a watched file (extension config discovery).
+check "envoy/envoy.yaml (make run: filter from a watched file)" FILTER_CONFIG_DIR="$work/filter"
 # docker compose renders the same template with these values (see docker-compose.yml).
 check "envoy/envoy.yaml (docker compose)" HTTP_PORT=8080 ADMIN_PORT=9901 LISTEN_ADDRESS=0.0.0.0 UPSTREAM=echo:8081 WASM_PATH="$wasm"
 # Remote module (make run WASM_URL=... WASM_SHA256=...): the same template
