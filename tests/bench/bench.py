@@ -16,6 +16,11 @@ echo upstream (release build):
      background thread), which a, b and c use
   c3 as c, with the module as cargo links it, before `make wasm` trims the
      body and trailer callback exports (filter/trim): what trimming saves
+  n1 nginx proxying with one static header (the peer's floor)
+  n2 nginx + Lua signing the same token (tests/bench/nginx/sign.lua: OpenSSL's
+     HMAC through LuaJIT's FFI); nginx, its Lua module and lua-resty-core come
+     from Debian's packages, installed by the bench when missing (as root),
+     and the variants are reported "not available" when they cannot be had
 
 The proxy under test is pinned to one core (BENCH_PROXY_CPU, default 1) and
 wrk + the upstream to the other (BENCH_LOAD_CPU, default 0); Envoy runs one
@@ -192,14 +197,59 @@ def wait_ready(proc, port):
     return None
 
 
+def filter_key():
+    with open(FILTER_CONFIG) as f:
+        return json.load(f)["secret"]
+
+
+def token_ok(token):
+    """Whether `token` is an HS512 JWT of the filter's key with the task's claims
+    (checked here with hashlib, not the code that made it)."""
+    import base64
+    import hashlib
+    import hmac
+
+    try:
+        head, claims, sig = token.split(".")
+        want = hmac.new(filter_key().encode(), f"{head}.{claims}".encode(), hashlib.sha512).digest()
+        pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+        body = json.loads(base64.urlsafe_b64decode(pad(claims)))
+        return (hmac.compare_digest(base64.urlsafe_b64decode(pad(sig)), want)
+                and sorted(body) == ["iat", "jti", "payload"]
+                and sorted(body["payload"]) == ["date", "user"])
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def post_check(port):
-    """One POST through the proxy: (status, whether x-my-jwt reached the echo)."""
+    """One POST through the proxy: (status, whether x-my-jwt reached the echo,
+    whether it is a valid token)."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     c.request("POST", "/bench-check", body=b'{"a":1}', headers={"content-type": "application/json"})
     r = c.getresponse()
     r.read()
     c.close()
-    return r.status, r.getheader("x-echo-x-my-jwt") is not None
+    token = r.getheader("x-echo-x-my-jwt")
+    return r.status, token is not None, token is not None and token_ok(token)
+
+
+NGINX_PACKAGES = ["nginx-core", "libnginx-mod-http-lua", "lua-resty-core"]
+NGINX_LUA_MODULE = "/usr/lib/nginx/modules/ngx_http_lua_module.so"
+
+
+def ensure_nginx():
+    """None when nginx with its Lua module is here (installing it from Debian's
+    packages when missing and root), else why not."""
+    if shutil.which("nginx") and os.path.exists(NGINX_LUA_MODULE):
+        return None
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return f"nginx with its Lua module is not installed (apt-get install {' '.join(NGINX_PACKAGES)})"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    r = run(["apt-get", "install", "-y", "-qq", *NGINX_PACKAGES], env=env,
+            capture_output=True, text=True)
+    if r.returncode != 0 or not os.path.exists(NGINX_LUA_MODULE):
+        return "apt-get install " + " ".join(NGINX_PACKAGES) + " failed: " + r.stderr.strip()[-200:]
+    return None
 
 
 class Variant:
@@ -220,6 +270,20 @@ class Variant:
         self.split = None
 
     def command(self, work, port, admin, upstream):
+        if self.kind in ("nginx", "nginx-lua"):
+            name = "nginx.conf" if self.kind == "nginx" else "nginx-lua.conf"
+            with open(os.path.join(BENCH, "nginx", name)) as f:
+                conf = f.read()
+            for k, v in {"WORK": work, "KEY": self.key, "UPSTREAM": upstream,
+                         "PORT": str(port), "BENCH": BENCH}.items():
+                conf = conf.replace("${" + k + "}", v)
+            path = os.path.join(work, f"nginx-{self.key}.conf")
+            with open(path, "w") as f:
+                f.write(conf)
+            # The key reaches the Lua signer through its environment (nginx `env`).
+            env = dict(os.environ, JWT_SECRET=filter_key())
+            return ["taskset", "-c", PROXY_CPU, "nginx", "-c", path, "-p", work,
+                    "-e", os.path.join(work, f"nginx-{self.key}.error.log")], env
         if self.kind == "host":
             return [
                 "taskset", "-c", PROXY_CPU, test_host_bin(), "--wasm", FILTER_WASM,
@@ -631,6 +695,8 @@ def main():
         "d": Variant("d", "test host + jwt filter", "host"),
         "e": Variant("e", "Envoy + jwt filter, Envoy log on stderr", "wasm", FILTER_WASM,
                      log="stderr"),
+        "n1": Variant("n1", "nginx, proxy + static header", "nginx"),
+        "n2": Variant("n2", "nginx + Lua HS512 signer (OpenSSL via FFI)", "nginx-lua"),
     }
     for i, extra in enumerate(filter(None, os.environ.get("BENCH_EXTRA", "").split(";"))):
         label, spec = extra.split("=", 1)
@@ -659,6 +725,11 @@ def main():
     keep = os.environ.get("BENCH_VARIANTS")
     variants = {k: v for k, v in all_variants.items() if not keep or k in keep.split(",")}
     build(variants)
+    if "n1" in variants or "n2" in variants:
+        why = ensure_nginx()
+        for k in ("n1", "n2"):
+            if why and k in variants:
+                variants[k].unavailable = why
     if "c2" in variants:
         r = run(["wasm-opt", "-Oz", *WASM_OPT_FEATURES, FILTER_WASM, "-o", opt_wasm],
                 capture_output=True, text=True)
@@ -695,9 +766,9 @@ def main():
             if v.unavailable:
                 log(f"({v.key}) not available: {v.unavailable}")
                 continue
-            status, signed = post_check(v.port)
+            status, signed, valid = post_check(v.port)
             log(f"({v.key}) ready in {[round(t * 1000) for t in v.ready]} ms; "
-                f"POST -> {status}, token upstream: {signed}")
+                f"POST -> {status}, token upstream: {signed}, valid: {valid}")
             if status != 200:
                 v.unavailable = f"a POST through it got {status}, not 200"
                 v.stop()
