@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use test_host::{Host, HostBuilder, LogSource};
@@ -76,6 +77,19 @@ pub struct Setup {
     pub limits: Limits,
     /// How long the upstream may take to answer (then 504).
     pub upstream_timeout: Duration,
+    /// Environment variables: of Envoy's process (it passes `JWT_SECRET` into
+    /// the VM, `host_env_keys`), of the test host's VM.
+    pub env: Vec<(String, String)>,
+}
+
+/// What each proxy said when it refused to start ([`Setup::refused`]).
+pub struct Refusal {
+    /// Envoy's exit status.
+    pub envoy_status: ExitStatus,
+    /// Envoy's log.
+    pub envoy_log: String,
+    /// The test host's error.
+    pub host: test_host::Error,
 }
 
 /// The client-facing limits of SPEC section 7: `envoy/render.sh`'s
@@ -112,6 +126,7 @@ impl Setup {
             wasm: wasm("jwt_filter"),
             limits: Limits::default(),
             upstream_timeout: Duration::from_secs(15),
+            env: Vec::new(),
         }
     }
 
@@ -122,24 +137,49 @@ impl Setup {
 
     /// Envoy set up like this.
     pub fn envoy(&self) -> Proxy {
-        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
-        let l = self.limits;
-        Proxy::Envoy(
-            EnvoyBuilder::new(self.upstream)
-                .wasm(self.wasm.clone())
-                .config(self.config.clone())
-                .concurrency(self.workers)
-                .upstream_timeout(&secs(self.upstream_timeout))
-                .render_env("REQUEST_HEADERS_TIMEOUT", &secs(l.request_headers_timeout))
-                .render_env("IDLE_TIMEOUT", &secs(l.idle_timeout))
-                .render_env("MAX_CONNECTIONS", &l.max_connections.to_string())
-                .start(),
-        )
+        Proxy::Envoy(self.envoy_builder().start())
     }
 
     /// The test host set up like this.
     pub fn host(&self) -> Proxy {
-        let builder = HostBuilder::new(self.wasm.clone())
+        Proxy::Host(HostProxy::start(self.host_builder()).unwrap())
+    }
+
+    /// Both proxies with a configuration they must refuse: Envoy exits, the
+    /// test host fails to instantiate the filter.
+    pub fn refused(&self) -> Refusal {
+        let (envoy_status, envoy_log) = self.envoy_builder().start_expecting_failure();
+        let host = self
+            .host_builder()
+            .instantiate()
+            .err()
+            .unwrap_or_else(|| panic!("the test host started with {}", self.config));
+        Refusal {
+            envoy_status,
+            envoy_log,
+            host,
+        }
+    }
+
+    fn envoy_builder(&self) -> EnvoyBuilder {
+        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+        let l = self.limits;
+        let mut builder = EnvoyBuilder::new(self.upstream)
+            .wasm(self.wasm.clone())
+            .config(self.config.clone())
+            .concurrency(self.workers)
+            .upstream_timeout(&secs(self.upstream_timeout))
+            .render_env("REQUEST_HEADERS_TIMEOUT", &secs(l.request_headers_timeout))
+            .render_env("IDLE_TIMEOUT", &secs(l.idle_timeout))
+            .render_env("MAX_CONNECTIONS", &l.max_connections.to_string());
+        for (k, v) in &self.env {
+            builder = builder.env(k, v);
+        }
+        builder
+    }
+
+    fn host_builder(&self) -> HostBuilder {
+        let mut builder = HostBuilder::new(self.wasm.clone())
             .plugin_config(self.config.clone().into_bytes())
             .upstream(self.upstream)
             .workers(self.workers)
@@ -148,7 +188,10 @@ impl Setup {
             .idle_timeout(self.limits.idle_timeout)
             .max_connections(self.limits.max_connections)
             .echo_logs(false);
-        Proxy::Host(HostProxy::start(builder).unwrap())
+        for (k, v) in &self.env {
+            builder = builder.env(k, v);
+        }
+        builder
     }
 }
 

@@ -202,44 +202,57 @@ fn counts_are_exact_with_two_workers_on_both() {
     }
 }
 
+/// Also `header_names_with_underscore_are_refused_at_start_on_both` before
+/// (SPEC 7: a `header` or `user_header` with `_` is refused at start).
 #[test]
 fn bad_configuration_is_refused_the_same_way() {
     let cases = [
-        r#"{"secret":"short"}"#.to_owned(),
-        format!(r#"{{"secret":"{SECRET}","sign_methods":[]}}"#),
-        format!(r#"{{"secret":"{SECRET}","extra":true}}"#),
+        (r#"{"secret":"short"}"#.to_owned(), "secret"),
+        (
+            format!(r#"{{"secret":"{SECRET}","sign_methods":[]}}"#),
+            "sign_methods",
+        ),
+        (format!(r#"{{"secret":"{SECRET}","extra":true}}"#), "extra"),
+        (
+            format!(r#"{{"secret":"{SECRET}","header":"x_user"}}"#),
+            "header",
+        ),
+        (
+            format!(r#"{{"secret":"{SECRET}","user_header":"x_user"}}"#),
+            "user_header",
+        ),
     ];
-    for config in cases {
-        let mut setup = Setup::new(dead_addr());
-        setup.config = config.clone();
-        let (status, envoy_log) = jwt_proxy_tests::EnvoyBuilder::new(setup.upstream)
-            .config(config.clone())
-            .start_expecting_failure();
-        assert!(!status.success());
+    for (config, field) in cases {
+        let refusal = Setup {
+            config: config.clone(),
+            ..Setup::new(dead_addr())
+        }
+        .refused();
+        let envoy_log = &refusal.envoy_log;
+        assert!(
+            !refusal.envoy_status.success(),
+            "envoy started with {config}"
+        );
         let envoy_line = envoy_log
             .lines()
             .find_map(|l| {
                 l.split_once("jwt-proxy refuses to start: ")
                     .map(|(_, m)| m.to_owned())
             })
-            .unwrap_or_else(|| panic!("envoy logged no refusal for {config}"));
+            .unwrap_or_else(|| panic!("envoy logged no refusal for {config}:\n{envoy_log}"));
+        assert!(envoy_line.contains(&format!("`{field}`")), "{envoy_line}");
 
-        let err = HostBuilder::new(wasm("jwt_filter"))
-            .plugin_config(config.clone().into_bytes())
-            .upstream(setup.upstream)
-            .echo_logs(false)
-            .instantiate()
-            .err()
-            .unwrap_or_else(|| panic!("the test host started with {config}"));
+        let err = &refusal.host;
         let host_msg = format!("{err:#}");
         assert!(
             host_msg.contains(&envoy_line),
             "{config}:\nenvoy: {envoy_line}\ntest-host: {host_msg}"
         );
-        assert!(!leaks_key(&host_msg) && !leaks_key(&envoy_log));
+        assert!(err.to_string().contains(&format!("`{field}`")), "{err}");
+        assert!(!leaks_key(&host_msg) && !leaks_key(envoy_log));
+        assert!(!envoy_log.contains(SECRET) && !err.to_string().contains(SECRET));
     }
 }
-
 /// Also `hop_by_hop_response_headers_are_not_forwarded` (Envoy only) before:
 /// every hop-by-hop response header, on both.
 #[test]

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jwt_proxy_tests::proxy::{HostProxy, Proxy};
-use jwt_proxy_tests::raw::{Response, bare, exchange, post};
-use jwt_proxy_tests::{EnvoyBuilder, SECRET, Upstream, dead_addr, wait_until, wasm};
+use jwt_proxy_tests::proxy::{Proxy, Setup};
+use jwt_proxy_tests::raw::{Response, bare, blocking_get, exchange, post};
+use jwt_proxy_tests::{SECRET, Upstream, dead_addr, wait_until, wasm};
 
 /// A second key, given through `JWT_SECRET` (128 hex digits: 64 key bytes).
 const ENV_SECRET: &str = "0badc0de5eed1e55feedfacecafebabe0badc0de5eed1e55feedfacecafebabe0badc0de5eed1e55feedfacecafebabe0badc0de5eed1e55feedfacecafebabe";
@@ -94,19 +94,6 @@ fn session(proxy: &Proxy) -> Vec<u8> {
     answered
 }
 
-fn host(upstream: std::net::SocketAddr, config: &str, module: &str) -> Proxy {
-    Proxy::Host(
-        HostProxy::start(
-            test_host::HostBuilder::new(wasm(module))
-                .plugin_config(config.as_bytes().to_vec())
-                .env("JWT_SECRET", ENV_SECRET)
-                .upstream(upstream)
-                .workers(2),
-        )
-        .unwrap(),
-    )
-}
-
 #[test]
 fn no_key_and_no_token_in_any_log_status_page_or_local_reply() {
     let upstream = Upstream::start();
@@ -117,45 +104,40 @@ fn no_key_and_no_token_in_any_log_status_page_or_local_reply() {
     // (what, bytes) — everything the proxies wrote or answered.
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
 
-    // Envoy: the key from the configuration, then from the environment (hex).
-    for (label, config, env) in [
-        ("utf8", &utf8, None),
-        ("hex+env", &hex_env, Some(ENV_SECRET)),
-    ] {
-        let mut b = EnvoyBuilder::new(upstream.addr())
-            .config(config.as_str())
-            .concurrency(2);
-        if let Some(v) = env {
-            b = b.env("JWT_SECRET", v);
-        }
-        let envoy = b.start();
-        let proxy = Proxy::Envoy(envoy);
-        let answered = session(&proxy);
-        let Proxy::Envoy(envoy) = &proxy else {
-            unreachable!()
+    // Each proxy: the key from the configuration, then from the environment (hex).
+    let env = vec![("JWT_SECRET".to_owned(), ENV_SECRET.to_owned())];
+    for (label, config, env) in [("utf8", &utf8, vec![]), ("hex+env", &hex_env, env)] {
+        let setup = Setup {
+            config: config.clone(),
+            workers: 2,
+            env,
+            ..Setup::new(upstream.addr())
         };
-        let (_, stats) = jwt_proxy_tests::raw::blocking_get(envoy.admin(), "/stats").unwrap();
-        outputs.push((format!("envoy {label} replies"), answered));
-        outputs.push((format!("envoy {label} admin /stats"), stats));
-        outputs.push((format!("envoy {label} log"), envoy.log().into_bytes()));
-    }
-    // The test host, the same two ways.
-    for (label, config) in [("utf8", &utf8), ("hex+env", &hex_env)] {
-        let proxy = host(upstream.addr(), config, "jwt_filter");
-        let answered = session(&proxy);
-        outputs.push((format!("test-host {label} replies"), answered));
-        outputs.push((
-            format!("test-host {label} log"),
-            proxy.all_output().into_bytes(),
-        ));
+        for proxy in setup.both() {
+            let name = proxy.name();
+            let answered = session(&proxy);
+            outputs.push((format!("{name} {label} replies"), answered));
+            if let Proxy::Envoy(envoy) = &proxy {
+                let (_, stats) = blocking_get(envoy.admin(), "/stats").unwrap();
+                outputs.push((format!("envoy {label} admin /stats"), stats));
+            }
+            outputs.push((
+                format!("{name} {label} log"),
+                proxy.all_output().into_bytes(),
+            ));
+        }
     }
 
     // An unreachable upstream: the 503 and the log.
-    let envoy = EnvoyBuilder::new(dead_addr()).config(utf8.as_str()).start();
+    let envoy = Setup {
+        config: utf8.clone(),
+        ..Setup::new(dead_addr())
+    }
+    .envoy();
     let resp = exchange(envoy.addr(), &post("/", &[], b"{}"));
     assert_eq!(resp.status, 503);
     outputs.push(("envoy 503".into(), local(&resp)));
-    outputs.push(("envoy 503 log".into(), envoy.log().into_bytes()));
+    outputs.push(("envoy 503 log".into(), envoy.all_output().into_bytes()));
     drop(envoy);
 
     // Bad configurations that carry the key: Envoy refuses, the test host too.
@@ -169,18 +151,17 @@ fn no_key_and_no_token_in_any_log_status_page_or_local_reply() {
         format!(r#"{{"secret":"{SECRET}","sign_methods":[]}}"#),
         format!(r#"{{"secret":"{SECRET}""#),
     ] {
-        let (status, log) = EnvoyBuilder::new(dead_addr())
-            .config(bad.as_str())
-            .start_expecting_failure();
-        assert!(!status.success());
-        outputs.push((format!("envoy refusing {bad:.40}"), log.into_bytes()));
-        let err = HostProxy::start(
-            test_host::HostBuilder::new(wasm("jwt_filter"))
-                .plugin_config(bad.as_bytes().to_vec())
-                .upstream(dead_addr()),
-        )
-        .err()
-        .expect("the test host started with a bad configuration");
+        let refusal = Setup {
+            config: bad.clone(),
+            ..Setup::new(dead_addr())
+        }
+        .refused();
+        assert!(!refusal.envoy_status.success());
+        outputs.push((
+            format!("envoy refusing {bad:.40}"),
+            refusal.envoy_log.into_bytes(),
+        ));
+        let err = refusal.host;
         outputs.push((
             format!("test-host refusing {bad:.40}"),
             format!("{err} {err:?}").into_bytes(),
@@ -188,26 +169,24 @@ fn no_key_and_no_token_in_any_log_status_page_or_local_reply() {
     }
 
     // A guest panic (the fixture, given the key as its configuration).
-    let envoy = EnvoyBuilder::new(upstream.addr())
-        .wasm(wasm("panic_filter"))
-        .config(utf8.as_str())
-        .start();
-    let resp = exchange(envoy.addr(), &post("/", &["X-Fixture-Panic: 1"], b"{}"));
-    assert_eq!(resp.status, 503);
-    outputs.push(("envoy panic 503".into(), local(&resp)));
-    // Served again once the VM is reloaded (FAIL_RELOAD), within a second.
-    wait_until(Duration::from_secs(1), "not reloaded", || {
-        (exchange(envoy.addr(), &post("/", &[], b"{}")).status == 200).then_some(())
-    });
-    outputs.push(("envoy panic log".into(), envoy.log().into_bytes()));
-    let proxy = host(upstream.addr(), &utf8, "panic_filter");
-    let resp = exchange(proxy.addr(), &post("/", &["X-Fixture-Panic: 1"], b"{}"));
-    assert_eq!(resp.status, 503);
-    outputs.push(("test-host panic 503".into(), local(&resp)));
-    outputs.push((
-        "test-host panic log".into(),
-        proxy.all_output().into_bytes(),
-    ));
+    let panicking = Setup {
+        wasm: wasm("panic_filter"),
+        config: utf8.clone(),
+        ..Setup::new(upstream.addr())
+    };
+    for proxy in panicking.both() {
+        let name = proxy.name();
+        let resp = exchange(proxy.addr(), &post("/", &["X-Fixture-Panic: 1"], b"{}"));
+        assert_eq!(resp.status, 503);
+        outputs.push((format!("{name} panic 503"), local(&resp)));
+        if name == "envoy" {
+            // Served again once the VM is reloaded (FAIL_RELOAD), within a second.
+            wait_until(Duration::from_secs(1), "not reloaded", || {
+                (exchange(proxy.addr(), &post("/", &[], b"{}")).status == 200).then_some(())
+            });
+        }
+        outputs.push((format!("{name} panic log"), proxy.all_output().into_bytes()));
+    }
 
     // The scan.
     let tokens: Vec<String> = upstream
