@@ -304,8 +304,8 @@ impl HostBuilder {
             limits: self.limits,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let proxy = proxy::Proxy::new(config, workers, shared.clone());
+        let proxy = proxy::Proxy::new(config, workers.clone(), shared.clone());
         let served = tokio::spawn(proxy::server::serve(listener, proxy, stopped));
-        Ok(Host::new(local_addr, shared, stop, served))
+        Ok(Host::new(local_addr, shared, workers, stop, served))
     }
 }

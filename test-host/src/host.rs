@@ -7,9 +7,12 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::abi::{Level, MetricType};
+use crate::error::Error;
 use crate::state::Shared;
 use crate::state::log::LogRecord;
 use crate::state::shared::MetricValue;
+use crate::worker::WorkerHandle;
 
 pub(crate) fn metric(shared: &Shared, name: &str) -> Option<u64> {
     match shared.metrics.by_name(name)? {
@@ -32,6 +35,7 @@ pub(crate) fn histogram(shared: &Shared, name: &str) -> Option<Vec<u64>> {
 pub struct Host {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
+    workers: Vec<WorkerHandle>,
     stop: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<()>>,
 }
@@ -40,12 +44,14 @@ impl Host {
     pub(crate) fn new(
         local_addr: SocketAddr,
         shared: Arc<Shared>,
+        workers: Vec<WorkerHandle>,
         stop: oneshot::Sender<()>,
         served: JoinHandle<()>,
     ) -> Self {
         Self {
             local_addr,
             shared,
+            workers,
             stop: Some(stop),
             served: Some(served),
         }
@@ -60,6 +66,46 @@ impl Host {
         if let Some(served) = self.served.take() {
             let _ = served.await;
         }
+    }
+
+    /// Applies a new plugin configuration without a restart, as Envoy does through extension
+    /// config discovery (SPEC section 2.6): each worker's VM starts a new root context with it;
+    /// new requests use it, requests in flight finish on the old one. A configuration the
+    /// filter refuses is logged and changes nothing (VMs later re-created after a trap keep
+    /// starting with the last accepted one). Counted as Envoy counts it:
+    /// `extension_config_discovery.http_filter.PLUGIN.update_success` / `update_rejected`.
+    ///
+    /// # Errors
+    /// [`Error::ConfigureFailed`] (with the filter's complaint) when the filter refuses it;
+    /// a trap or a stopped worker.
+    pub async fn reconfigure(&self, configuration: impl Into<Vec<u8>>) -> Result<(), Error> {
+        let configuration = Arc::new(configuration.into());
+        let counter = |outcome: &str| {
+            self.shared.metrics.define(
+                MetricType::Counter,
+                &format!(
+                    "extension_config_discovery.http_filter.{}.{outcome}",
+                    self.shared.plugin.name
+                ),
+            )
+        };
+        // The same filter with the same configuration answers alike on every VM: a refusal
+        // comes from the first, before any other changes.
+        for worker in &self.workers {
+            let c = configuration.clone();
+            if let Err(e) = worker.call(move |w| w.reconfigure(c)).await.and_then(|r| r) {
+                self.shared.metrics.increment(counter("update_rejected"), 1);
+                self.shared.log(
+                    Level::Error,
+                    format!("new configuration refused, the running one keeps serving: {e}"),
+                );
+                return Err(e);
+            }
+        }
+        self.shared.set_configuration(configuration);
+        self.shared.metrics.increment(counter("update_success"), 1);
+        self.shared.log(Level::Info, "new configuration applied");
+        Ok(())
     }
 
     /// The address the proxy listens on.

@@ -9,6 +9,9 @@
 //! `vm_config.environment_variables.host_env_keys`); never through `--env`, whose value `ps`
 //! shows. Logs (the filter's and the host's) go to stderr, one line each, with the level.
 //! SIGTERM or Ctrl-C stops accepting and lets requests in flight finish (at most 10 s).
+//! SIGHUP reads `--config` again and applies it without a restart (`Host::reconfigure`): new
+//! requests use it, requests in flight finish on the old one; one the filter refuses is
+//! logged and the running configuration keeps serving.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -133,10 +136,61 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.upstream,
         args.workers.max(1)
     );
-    shutdown_signal().await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut hangups = hangups();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(()) = hangups.recv() => reload(&host, args.config.as_deref()).await,
+        }
+    }
     eprintln!("[info] host: shutting down; letting requests in flight finish");
     host.shutdown().await;
     Ok(())
+}
+
+/// SIGHUPs, as a channel (none off Unix).
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if tx.send(()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
+
+/// On SIGHUP: `--config` read again and applied.
+async fn reload(host: &test_host::Host, config: Option<&std::path::Path>) {
+    let Some(path) = config else {
+        eprintln!("[warn] host: SIGHUP, but no --config to read again");
+        return;
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!(
+                "[error] host: SIGHUP: cannot read \"{}\": {e}; the running configuration keeps serving",
+                path.display()
+            );
+            return;
+        }
+    };
+    match host.reconfigure(bytes).await {
+        Ok(()) => eprintln!("[info] host: SIGHUP: applied \"{}\"", path.display()),
+        Err(e) => eprintln!(
+            "[error] host: SIGHUP: \"{}\" refused: {e:#}",
+            path.display()
+        ),
+    }
 }
 
 async fn shutdown_signal() {

@@ -261,28 +261,66 @@ impl Vm {
             cb,
             next_id: ROOT_ID + 1,
         };
-        let create = vm.cb.context_create.clone();
-        vm.call(
-            ROOT_ID,
-            "proxy_on_context_create",
-            &Some(create),
-            (ROOT_ID, 0),
-        )?;
-        let vm_config = len32(shared.plugin.vm_configuration.len());
-        let start = vm.cb.vm_start.clone();
-        if vm.call(ROOT_ID, "proxy_on_vm_start", &start, (ROOT_ID, vm_config))? == Some(0) {
-            return Err(Error::VmStartFailed {
-                log: filter_complaints(shared),
-            });
-        }
-        let config = len32(shared.plugin.configuration.len());
-        let configure = vm.cb.configure.clone();
-        if vm.call(ROOT_ID, "proxy_on_configure", &configure, (ROOT_ID, config))? == Some(0) {
-            return Err(Error::ConfigureFailed {
-                log: filter_complaints(shared),
-            });
-        }
+        vm.start_root(ROOT_ID)?;
         Ok(vm)
+    }
+
+    /// Creates, starts and configures root context `root` with the state's configuration,
+    /// as Envoy starts each plugin on a VM.
+    fn start_root(&mut self, root: u32) -> Result<(), Error> {
+        let shared = self.store.data().shared.clone();
+        let create = self.cb.context_create.clone();
+        self.call(root, "proxy_on_context_create", &Some(create), (root, 0))?;
+        let vm_config = len32(shared.plugin.vm_configuration.len());
+        let start = self.cb.vm_start.clone();
+        if self.call(root, "proxy_on_vm_start", &start, (root, vm_config))? == Some(0) {
+            return Err(Error::VmStartFailed {
+                log: filter_complaints(&shared),
+            });
+        }
+        let config = len32(self.store.data().configuration.len());
+        let configure = self.cb.configure.clone();
+        if self.call(root, "proxy_on_configure", &configure, (root, config))? == Some(0) {
+            return Err(Error::ConfigureFailed {
+                log: filter_complaints(&shared),
+            });
+        }
+        Ok(())
+    }
+
+    /// A new plugin configuration, as Envoy applies one to a running VM (extension config
+    /// discovery): a new root context starts and configures with it, and new HTTP contexts
+    /// belong to it; contexts already running keep theirs. A configuration the filter
+    /// refuses leaves everything as it was.
+    ///
+    /// # Errors
+    /// The filter refusing it ([`Error::ConfigureFailed`]), or a trap.
+    pub(crate) fn reconfigure(&mut self, configuration: Arc<Vec<u8>>) -> Result<(), Error> {
+        let root = self.fresh_id();
+        let data = self.store.data_mut();
+        let previous = std::mem::replace(&mut data.configuration, configuration);
+        data.roots.push(root);
+        let started = self.start_root(root);
+        let data = self.store.data_mut();
+        if started.is_ok() {
+            data.root = root;
+        } else {
+            data.configuration = previous;
+            let (done, delete) = (self.cb.done.clone(), self.cb.delete.clone());
+            let _ = self.call(root, "proxy_on_done", &done, root);
+            let _ = self.call(root, "proxy_on_delete", &delete, root);
+            self.store.data_mut().roots.retain(|&r| r != root);
+        }
+        let data = self.store.data_mut();
+        data.effective_context = data.root;
+        started
+    }
+
+    /// A context id not in use.
+    fn fresh_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.checked_add(1).unwrap_or(ROOT_ID + 1);
+        id
     }
 
     /// Calls `f` with `context` effective; a missing export is `Ok(None)`.
@@ -311,13 +349,14 @@ impl Vm {
     /// `proxy_on_tick` on the root context.
     pub(crate) fn tick(&mut self) -> Result<(), Error> {
         let f = self.cb.tick.clone();
-        self.call(ROOT_ID, "proxy_on_tick", &f, ROOT_ID).map(drop)
+        let root = self.store.data().root;
+        self.call(root, "proxy_on_tick", &f, root).map(drop)
     }
 
     /// Creates an HTTP context.
     pub(crate) fn create_http_context(&mut self, info: StreamInfo) -> Result<u32, Error> {
-        let id = self.next_id;
-        self.next_id = self.next_id.checked_add(1).unwrap_or(ROOT_ID + 1);
+        let id = self.fresh_id();
+        let root = self.store.data().root;
         self.store.data_mut().streams.insert(
             id,
             HttpStream {
@@ -326,7 +365,7 @@ impl Vm {
             },
         );
         let create = Some(self.cb.context_create.clone());
-        self.call(id, "proxy_on_context_create", &create, (id, ROOT_ID))?;
+        self.call(id, "proxy_on_context_create", &create, (id, root))?;
         Ok(id)
     }
 
@@ -460,7 +499,8 @@ impl Vm {
         if let Some(mut stream) = self.store.data_mut().streams.remove(&id) {
             stream.wake();
         }
-        self.store.data_mut().effective_context = ROOT_ID;
+        let data = self.store.data_mut();
+        data.effective_context = data.root;
         r.map(drop)
     }
 }

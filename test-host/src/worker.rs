@@ -222,6 +222,11 @@ impl Worker {
     }
 
     /// `proxy_on_tick` now.
+    /// Applies a new plugin configuration to this worker's VM ([`Vm::reconfigure`]).
+    pub(crate) fn reconfigure(&mut self, configuration: Arc<Vec<u8>>) -> Result<(), Error> {
+        self.with_vm(|vm| vm.reconfigure(configuration))
+    }
+
     pub(crate) fn tick(&mut self) -> Result<(), Error> {
         self.with_vm(Vm::tick)
     }
@@ -235,6 +240,12 @@ impl Worker {
 #[derive(Clone)]
 pub(crate) struct WorkerHandle {
     tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkerHandle")
+    }
 }
 
 impl WorkerHandle {

@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jwt_proxy_tests::proxy::{Proxy, Setup};
 use jwt_proxy_tests::raw::{Conn, post};
-use jwt_proxy_tests::{SECRET, Upstream, envoy_bin, listening, root};
+use jwt_proxy_tests::{SECRET, Upstream, envoy_bin, listening, root, wait_until};
 
 /// The second key of the ring.
 const OTHER: &str = "k2-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -82,15 +83,16 @@ impl Run {
             state: state.join(port.to_string()),
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !(listening(run.addr) && run.state.join("admin").exists()) {
-            assert!(
-                Instant::now() < deadline,
-                "make run did not come up:\n{}",
-                std::fs::read_to_string(&run.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_until(Duration::from_secs(60), "make run serving", || {
+                (listening(run.addr) && run.state.join("admin").exists()).then_some(())
+            });
+        }));
+        assert!(
+            up.is_ok(),
+            "make run did not come up:\n{}",
+            std::fs::read_to_string(&run.log).unwrap_or_default()
+        );
         run
     }
 
@@ -178,35 +180,32 @@ fn client(addr: SocketAddr, tally: &Tally, stop: &AtomicBool, started: Instant) 
 
 /// Waits (at most 30 s) until clients see tokens of `kid` (1 or 2).
 fn switched(tally: &Tally, kid: usize, since: Instant) -> Duration {
-    while tally.latest_kid.load(Ordering::Relaxed) != kid {
-        assert!(
-            since.elapsed() < Duration::from_secs(30),
-            "tokens still do not carry k{kid} 30 s after make reload ({} requests so far)",
-            tally.requests.load(Ordering::Relaxed)
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    since.elapsed()
+    let left = Duration::from_secs(30).saturating_sub(since.elapsed());
+    wait_until(
+        left,
+        format_args!("tokens carry k{kid} 30 s after make reload"),
+        || (tally.latest_kid.load(Ordering::Relaxed) == kid).then(|| since.elapsed()),
+    )
 }
 
-#[test]
-fn make_reload_rotates_the_signing_key_under_load_without_failing_a_request() {
-    let upstream = Upstream::start();
-    let dir = root()
-        .join("target/e2e")
-        .join(format!("rotation-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("filter-config.json");
-    std::fs::write(&config, ring("k1")).unwrap();
-    let run = Run::start(upstream.addr(), &config, &dir);
+/// What a rotation run measured.
+struct Rotated {
+    requests: u64,
+    seconds: f64,
+    switch_times: Vec<Duration>,
+}
 
+/// The scenario, the same on both hosts: 32 keep-alive clients POST while
+/// `reload` switches the signing key 10 times (k1 -> k2 -> k1 ...), then
+/// applies a configuration the filter refuses. `reload(config)` writes
+/// nothing itself: it applies `config` and says whether that worked and why.
+fn rotate_under_load(addr: SocketAddr, reload: impl Fn(&str) -> (bool, String)) -> Rotated {
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let clients: Vec<_> = (0..CONNECTIONS)
         .map(|_| {
-            let (tally, stop, addr) = (tally.clone(), stop.clone(), run.addr);
+            let (tally, stop) = (tally.clone(), stop.clone());
             std::thread::spawn(move || client(addr, &tally, &stop, started))
         })
         .collect();
@@ -215,22 +214,16 @@ fn make_reload_rotates_the_signing_key_under_load_without_failing_a_request() {
     let mut switch_times = Vec::new();
     for i in 0..10 {
         let kid = if i % 2 == 0 { 2 } else { 1 };
-        std::fs::write(&config, ring(&format!("k{kid}"))).unwrap();
         let since = Instant::now();
-        let (ok, said) = run.reload(&config);
-        assert!(ok, "make reload {i} failed: {said}");
+        let (ok, said) = reload(&ring(&format!("k{kid}")));
+        assert!(ok, "reload {i} failed: {said}");
         switch_times.push(switched(&tally, kid, since));
         std::thread::sleep(Duration::from_millis(300));
     }
 
     // An invalid configuration mid-load: refused with the filter's error,
     // and the running one (k1 signing) keeps serving.
-    std::fs::write(
-        &config,
-        format!(r#"{{"keys":[{{"id":"k1","secret":"short"}}]}}"#),
-    )
-    .unwrap();
-    let (ok, said) = run.reload(&config);
+    let (ok, said) = reload(r#"{"keys":[{"id":"k1","secret":"short"}]}"#);
     assert!(!ok, "an invalid configuration was applied: {said}");
     assert!(
         said.contains("jwt-proxy refuses to start") && said.contains("keys[0].secret"),
@@ -249,13 +242,8 @@ fn make_reload_rotates_the_signing_key_under_load_without_failing_a_request() {
     for c in clients {
         c.join().unwrap();
     }
-    let n = tally.requests.load(Ordering::Relaxed);
-    eprintln!(
-        "rotation: {n} POSTs over {CONNECTIONS} connections in {:.1} s; switch times after make reload: {:?}",
-        started.elapsed().as_secs_f64(),
-        switch_times
-    );
-    assert!(n >= 2_000, "only {n} requests");
+    let requests = tally.requests.load(Ordering::Relaxed);
+    assert!(requests >= 2_000, "only {requests} requests");
     assert_eq!(tally.not_2xx.load(Ordering::Relaxed), 0, "non-2xx");
     assert_eq!(tally.resets.load(Ordering::Relaxed), 0, "reset connections");
     assert_eq!(
@@ -263,9 +251,78 @@ fn make_reload_rotates_the_signing_key_under_load_without_failing_a_request() {
         0,
         "tokens not verifying with their kid's key"
     );
+    Rotated {
+        requests,
+        seconds: started.elapsed().as_secs_f64(),
+        switch_times,
+    }
+}
+
+fn scratch(kind: &str) -> PathBuf {
+    let dir = root()
+        .join("target/e2e")
+        .join(format!("{kind}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn make_reload_rotates_the_signing_key_under_load_without_failing_a_request() {
+    let upstream = Upstream::start();
+    let dir = scratch("rotation-envoy");
+    let config = dir.join("filter-config.json");
+    std::fs::write(&config, ring("k1")).unwrap();
+    let run = Run::start(upstream.addr(), &config, &dir);
+    let r = rotate_under_load(run.addr, |next| {
+        std::fs::write(&config, next).unwrap();
+        run.reload(&config)
+    });
+    eprintln!(
+        "rotation (envoy, make reload): {} POSTs over {CONNECTIONS} connections in {:.1} s; \
+         switch times: {:?}",
+        r.requests, r.seconds, r.switch_times
+    );
     let log = std::fs::read_to_string(&run.log).unwrap_or_default();
     assert!(
         !log.contains(SECRET) && !log.contains(OTHER),
+        "a key in the log"
+    );
+}
+
+#[test]
+fn host_reconfigure_rotates_the_signing_key_under_load_without_failing_a_request() {
+    let upstream = Upstream::start();
+    let setup = Setup {
+        config: ring("k1"),
+        workers: 2,
+        ..Setup::new(upstream.addr())
+    };
+    let Proxy::Host(proxy) = setup.host() else {
+        unreachable!("Setup::host starts the test host")
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let host = proxy.host();
+    let r = rotate_under_load(host.local_addr(), |next| {
+        match runtime.block_on(host.reconfigure(next.as_bytes().to_vec())) {
+            Ok(()) => (true, String::new()),
+            Err(e) => (false, e.to_string()),
+        }
+    });
+    eprintln!(
+        "rotation (test host, Host::reconfigure): {} POSTs over {CONNECTIONS} connections in \
+         {:.1} s; switch times: {:?}",
+        r.requests, r.seconds, r.switch_times
+    );
+    let name = "extension_config_discovery.http_filter.test-host";
+    assert_eq!(host.metric(&format!("{name}.update_success")), Some(10));
+    assert_eq!(host.metric(&format!("{name}.update_rejected")), Some(1));
+    let logs: String = host.logs().iter().map(ToString::to_string).collect();
+    assert!(
+        !logs.contains(SECRET) && !logs.contains(OTHER),
         "a key in the log"
     );
 }

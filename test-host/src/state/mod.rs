@@ -16,8 +16,8 @@ pub(crate) mod shared;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -67,11 +67,14 @@ pub(crate) struct Shared {
     pub(crate) queues: Queues,
     /// VMs created so far (gives each a distinct seed).
     pub(crate) vms_created: AtomicU64,
+    /// The latest accepted plugin configuration (`Host::reconfigure`).
+    configuration: Mutex<Arc<Vec<u8>>>,
 }
 
 impl Shared {
     pub(crate) fn new(plugin: PluginInfo, logs: LogSink, clock: HostClock) -> Self {
         Self {
+            configuration: Mutex::new(Arc::new(plugin.configuration.clone())),
             plugin,
             logs,
             clock,
@@ -83,6 +86,22 @@ impl Shared {
     }
 
     /// `proxy_register_shared_queue`: queue `name` in this plugin's VM id namespace.
+    /// The plugin configuration new VMs start with: the latest accepted one.
+    pub(crate) fn configuration(&self) -> Arc<Vec<u8>> {
+        self.configuration
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes `configuration` the one new VMs start with.
+    pub(crate) fn set_configuration(&self, configuration: Arc<Vec<u8>>) {
+        *self
+            .configuration
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = configuration;
+    }
+
     pub(crate) fn register_queue(&self, name: &str) -> u32 {
         self.queues.register(&self.plugin.vm_id, name)
     }
@@ -199,6 +218,12 @@ pub(crate) struct HostState {
     pub(crate) shared: Arc<Shared>,
     pub(crate) guest: Option<GuestExports>,
     pub(crate) effective_context: u32,
+    /// The root context new HTTP contexts belong to (the latest configuration's).
+    pub(crate) root: u32,
+    /// Every live root context: earlier ones stay for the requests they still have.
+    pub(crate) roots: Vec<u32>,
+    /// What `proxy_get_buffer_bytes` gives for the plugin configuration.
+    pub(crate) configuration: Arc<Vec<u8>>,
     pub(crate) streams: HashMap<u32, HttpStream>,
     pub(crate) tick_period: Option<Duration>,
     root_properties: HashMap<Vec<u8>, Vec<u8>>,
@@ -208,9 +233,12 @@ impl HostState {
     pub(crate) fn new(wasi: WasiP1Ctx, shared: Arc<Shared>) -> Self {
         Self {
             wasi,
+            configuration: shared.configuration(),
             shared,
             guest: None,
             effective_context: ROOT_ID,
+            root: ROOT_ID,
+            roots: vec![ROOT_ID],
             streams: HashMap::new(),
             tick_period: None,
             root_properties: HashMap::new(),
@@ -224,7 +252,7 @@ impl HostState {
 
     /// `proxy_set_effective_context`: the root or a live HTTP context.
     pub(crate) fn set_effective_context(&mut self, id: u32) -> Status {
-        if id == ROOT_ID || self.streams.contains_key(&id) {
+        if self.roots.contains(&id) || self.streams.contains_key(&id) {
             self.effective_context = id;
             Status::Ok
         } else {
@@ -266,7 +294,7 @@ impl HostState {
     /// effective HTTP context.
     pub(crate) fn buffer(&mut self, kind: BufferType) -> Option<Vec<u8>> {
         match kind {
-            BufferType::PluginConfiguration => Some(self.shared.plugin.configuration.clone()),
+            BufferType::PluginConfiguration => Some(self.configuration.to_vec()),
             BufferType::VmConfiguration => Some(self.shared.plugin.vm_configuration.clone()),
             BufferType::RequestBody => self.stream_mut().map(|s| s.request_body.clone()),
             BufferType::ResponseBody => self.stream_mut().map(|s| s.response_body.clone()),
@@ -297,7 +325,7 @@ impl HostState {
 
     /// Properties set by the filter in the effective context.
     fn property_overrides(&mut self) -> Option<&mut HashMap<Vec<u8>, Vec<u8>>> {
-        if self.effective_context == ROOT_ID {
+        if self.roots.contains(&self.effective_context) {
             return Some(&mut self.root_properties);
         }
         self.streams
