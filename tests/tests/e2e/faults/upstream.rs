@@ -21,6 +21,8 @@ fn upstream_resets_garbage_and_stalls_fail_one_request_each() {
         let before = upstream.seen().len();
         assert_serves(&proxy, "start");
         // Envoy's answers (SPEC 2.5; the test host follows Envoy, SPEC 5).
+        // `/stall` is the upstream too slow: 504 within 5 s (was also
+        // `upstream_too_slow_is_504`, Envoy only).
         for (path, expected) in [
             ("/reset-silent", 503),
             ("/reset-head", 502),
