@@ -66,6 +66,9 @@ pub(crate) struct Exchange {
     worker: WorkerHandle,
     ctx: Ctx,
     finish: Finish,
+    /// The `Via` the proxy's own replies carry (the route's `response_headers_to_add`,
+    /// `%PROTOCOL% jwt-proxy`, if absent); none where no route matched.
+    via: Option<String>,
 }
 
 impl Exchange {
@@ -76,12 +79,13 @@ impl Exchange {
         worker: &WorkerHandle,
         info: StreamInfo,
     ) -> Result<Self, Response<ProxyBody>> {
+        let via = hop::via(&info.protocol);
         let ctx = worker
             .call(move |wk| wk.create(info))
             .await
             .and_then(|r| r)
             .map_err(|e| filter_failed(proxy, &e))?;
-        Ok(Self::new(proxy, worker, ctx))
+        Ok(Self::new(proxy, worker, ctx, via))
     }
 
     /// Creates the HTTP context and runs `proxy_on_request_headers`, in one job. `Err` is the
@@ -93,6 +97,7 @@ impl Exchange {
         headers: HeaderList,
         end_of_stream: bool,
     ) -> Result<(Self, Outcome), Response<ProxyBody>> {
+        let via = hop::via(&info.protocol);
         let (ctx, outcome) = worker
             .call(move |wk| {
                 let ctx = wk.create(info)?;
@@ -102,10 +107,10 @@ impl Exchange {
             .await
             .and_then(|r| r)
             .map_err(|e| filter_failed(proxy, &e))?;
-        Ok((Self::new(proxy, worker, ctx), outcome))
+        Ok((Self::new(proxy, worker, ctx, via), outcome))
     }
 
-    fn new(proxy: &Arc<Proxy>, worker: &WorkerHandle, ctx: Ctx) -> Self {
+    fn new(proxy: &Arc<Proxy>, worker: &WorkerHandle, ctx: Ctx, via: String) -> Self {
         Self {
             proxy: proxy.clone(),
             worker: worker.clone(),
@@ -114,7 +119,15 @@ impl Exchange {
                 worker: worker.clone(),
                 ctx,
             },
+            via: Some(via),
         }
+    }
+
+    /// For a request no route matches (`OPTIONS *`, `CONNECT`): Envoy's router answers it
+    /// without the route's response headers.
+    pub(crate) fn unrouted(mut self) -> Self {
+        self.via = None;
+        self
     }
 
     /// After the request headers callback: a local reply, a reset, or the upstream exchange.
@@ -132,7 +145,7 @@ impl Exchange {
         if inbound.parts.method == Method::CONNECT {
             // The router has no route for CONNECT: 404, and the connection closes.
             return Ok(closing(
-                self.local_response(host_reply(404, "")).await,
+                self.unrouted().local_response(host_reply(404, "")).await,
                 true,
             ));
         }
@@ -289,6 +302,11 @@ impl Exchange {
             headers.add("content-type", b"text/plain");
         }
         headers.replace("content-length", reply.body.len().to_string().as_bytes());
+        if let Some(via) = &self.via
+            && headers.get("via").is_none()
+        {
+            headers.add("via", via.as_bytes());
+        }
         let eos = reply.body.is_empty();
         let ctx = self.ctx;
         let seen = self

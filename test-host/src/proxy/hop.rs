@@ -26,6 +26,11 @@ const HOP_BY_HOP: [&str; 7] = [
 /// What `envoy/envoy.yaml` appends to `Via` (RFC 9110 section 7.6.3).
 const VIA: &str = "jwt-proxy";
 
+/// The `Via` entry of a message received in `protocol` (`HTTP/1.1`, ...).
+pub(crate) fn via(protocol: &str) -> String {
+    format!("{protocol} {VIA}")
+}
+
 /// `value` appended to header `name`, after any values it has, comma-separated (Envoy's
 /// `APPEND_IF_EXISTS_OR_ADD`).
 fn append(map: &mut HeaderMap, name: &'static str, value: &str) {

@@ -161,7 +161,15 @@ async fn handle(
     };
     if let Some((status, close)) = hop::refused_early(&parts, &named) {
         return Ok(match Exchange::create(&proxy, &w, info).await {
-            Ok(exchange) => closing(exchange.local_response(host_reply(status, "")).await, close),
+            // An upgrade is refused after routing (403); `*` matches no route (404).
+            Ok(exchange) => {
+                let exchange = if status == 404 {
+                    exchange.unrouted()
+                } else {
+                    exchange
+                };
+                closing(exchange.local_response(host_reply(status, "")).await, close)
+            }
             Err(response) => response,
         });
     }

@@ -36,18 +36,22 @@ fn http2_prior_knowledge_is_served_and_every_post_signed() {
 }
 
 #[test]
-fn local_replies_carry_no_via() {
-    // The proxy's own answers are not forwarded messages (RFC 9110 7.6.3).
+fn the_proxys_own_replies_carry_via_with_the_requests_protocol() {
+    // SPEC 7: every response carries a Via; a reply the proxy makes itself
+    // after routing names the protocol the request came in. Where no route
+    // matches (`OPTIONS *`) Envoy adds none, and neither does the test host.
     let upstream = Upstream::start();
     for proxy in Setup::new(upstream.addr()).both() {
-        let resp = exchange(proxy.addr(), &bare("GET", "/status", &[]));
-        assert_eq!(resp.status, 200);
-        assert!(
-            resp.all("via").is_empty(),
-            "{}: {:?}",
-            proxy.name(),
-            resp.headers
-        );
+        let name = proxy.name();
+        let status = exchange(proxy.addr(), &bare("GET", "/status", &[]));
+        assert_eq!(status.all("via"), ["HTTP/1.1 jwt-proxy"], "{name}: /status");
+        let old = exchange(proxy.addr(), b"GET /status HTTP/1.0\r\n\r\n");
+        assert_eq!(old.all("via"), ["HTTP/1.0 jwt-proxy"], "{name}: HTTP/1.0");
+        let trace = exchange(proxy.addr(), &bare("TRACE", "/t", &[]));
+        assert_eq!(trace.all("via"), ["HTTP/1.1 jwt-proxy"], "{name}: TRACE");
+        let star = exchange(proxy.addr(), b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(star.status, 404, "{name}");
+        assert!(star.all("via").is_empty(), "{name}: {:?}", star.headers);
     }
 }
 
