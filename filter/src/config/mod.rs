@@ -16,9 +16,11 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha512};
-
+mod keys;
 mod read;
+
+pub use keys::{MAX_KID_LEN, RingKey};
+use keys::{fingerprint, kid_rules, ring, single_key};
 
 /// Minimum HS512 key length in bytes (RFC 7518 section 3.2: a key of the
 /// same size as the hash output or larger).
@@ -189,29 +191,6 @@ pub struct Config {
     pub ring: Vec<RingKey>,
     /// Whether to log one line per request.
     pub log_requests: bool,
-}
-
-/// One verifying key. Its `Debug` never shows the key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RingKey {
-    /// The key's `kid` (`None` for the single `secret`).
-    pub id: Option<String>,
-    /// HMAC key bytes.
-    pub key: Vec<u8>,
-    /// Where the key came from.
-    pub source: KeySource,
-}
-
-impl fmt::Debug for RingKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "RingKey {{ id: {:?}, key: <redacted: {} bytes, fingerprint {}> }}",
-            self.id,
-            self.key.len(),
-            fingerprint(&self.key)
-        )
-    }
 }
 
 /// Where the signing key came from.
@@ -387,146 +366,6 @@ impl Config {
     /// of its SHA-512. Enough to tell two deployments' keys apart in logs.
     pub fn key_fingerprint(&self) -> String {
         fingerprint(&self.key)
-    }
-}
-
-/// The first 8 hex digits of a key's SHA-512.
-fn fingerprint(key: &[u8]) -> String {
-    hex::encode(&Sha512::digest(key)[..4])
-}
-
-/// The single form's key: `secret_env`'s variable when set and not empty,
-/// else `secret`.
-fn single_key(
-    raw: &RawConfig,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<(Vec<u8>, KeySource), ConfigError> {
-    if raw.secret_env.is_empty() {
-        return Err(ConfigError::new("secret_env", "must not be empty"));
-    }
-    let (text, source, field) = match env(&raw.secret_env).filter(|v| !v.is_empty()) {
-        Some(value) => (value, KeySource::Env(raw.secret_env.clone()), "secret_env"),
-        None => match &raw.secret {
-            Some(value) => (value.clone(), KeySource::Config, "secret"),
-            None => {
-                return Err(ConfigError::new(
-                    "secret",
-                    format!(
-                        "missing: set `secret` or the environment variable `{}`",
-                        env_name_for_logs(&raw.secret_env)
-                    ),
-                ));
-            }
-        },
-    };
-    Ok((key_bytes(field, text, raw.secret_encoding)?, source))
-}
-
-/// A key ring: every key valid, ids unique.
-fn ring(
-    keys: Vec<RawKey>,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<Vec<RingKey>, ConfigError> {
-    if keys.is_empty() {
-        return Err(ConfigError::new("keys", "must hold at least one key"));
-    }
-    let mut ring: Vec<RingKey> = Vec::with_capacity(keys.len());
-    for (i, k) in keys.into_iter().enumerate() {
-        let field = |name: &str| format!("keys[{i}].{name}");
-        let id =
-            k.id.ok_or_else(|| ConfigError::new(&field("id"), "missing"))?;
-        kid_rules(&field("id"), &id)?;
-        if ring.iter().any(|r| r.id.as_deref() == Some(id.as_str())) {
-            return Err(ConfigError::new(
-                &field("id"),
-                format!("{} is the id of an earlier key", shown(&id)),
-            ));
-        }
-        let (text, source, at) = match (k.secret, k.secret_env) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    &format!("keys[{i}]"),
-                    "set either `secret` or `secret_env`, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(ConfigError::new(
-                    &field("secret"),
-                    "missing: set `secret` or `secret_env`",
-                ));
-            }
-            (Some(text), None) => (text, KeySource::Config, field("secret")),
-            (None, Some(name)) => match env(&name).filter(|v| !v.is_empty()) {
-                Some(text) => (text, KeySource::Env(name), field("secret_env")),
-                None => {
-                    return Err(ConfigError::new(
-                        &field("secret_env"),
-                        format!(
-                            "the environment variable `{}` is not set",
-                            env_name_for_logs(&name)
-                        ),
-                    ));
-                }
-            },
-        };
-        ring.push(RingKey {
-            id: Some(id),
-            key: key_bytes(&at, text, k.encoding)?,
-            source,
-        });
-    }
-    Ok(ring)
-}
-
-/// Key text to key bytes, at least [`MIN_KEY_LEN`] of them.
-fn key_bytes(field: &str, text: String, encoding: SecretEncoding) -> Result<Vec<u8>, ConfigError> {
-    if text.is_empty() {
-        return Err(ConfigError::new(field, "the key is empty"));
-    }
-    let key = match encoding {
-        SecretEncoding::Utf8 => text.into_bytes(),
-        SecretEncoding::Hex => hex::decode(text.trim()).map_err(|e| {
-            ConfigError::new(
-                field,
-                format!("not valid hex ({e}) with secret_encoding \"hex\""),
-            )
-        })?,
-    };
-    if key.len() < MIN_KEY_LEN {
-        return Err(ConfigError::new(
-            field,
-            format!(
-                "the key is {} bytes; HS512 needs at least {MIN_KEY_LEN} (RFC 7518 section 3.2)",
-                key.len()
-            ),
-        ));
-    }
-    Ok(key)
-}
-
-/// Longest `kid`: shorter than any valid key, so a key pasted as an id is
-/// refused (and shown by length only) rather than logged.
-pub const MAX_KID_LEN: usize = 32;
-
-/// A `kid` (`key_id`, a ring key's `id`): 1 to [`MAX_KID_LEN`] letters,
-/// digits, `.`, `_` or `-`. It appears in every token header, the status
-/// page and the log lines.
-fn kid_rules(field: &str, kid: &str) -> Result<(), ConfigError> {
-    let ok = !kid.is_empty()
-        && kid.len() <= MAX_KID_LEN
-        && kid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            field,
-            format!(
-                "{} must be 1 to {MAX_KID_LEN} letters, digits, `.`, `_` or `-`",
-                shown(kid)
-            ),
-        ))
     }
 }
 
