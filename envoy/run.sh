@@ -14,10 +14,11 @@
 # This shell stays alive as the proxy's parent (an Envoy whose launching
 # shell exits can be sent SIGTERM).
 #
-# Envoy gets its filter from a watched file (extension config discovery) in
-# a state directory kept per port, $JWT_PROXY_STATE/$HTTP_PORT (default
-# $TMPDIR/jwt-proxy-state), beside its admin address and its log file (also
-# shown here): `make reload` (envoy/reload.sh) finds it there.
+# Each run keeps a state directory per port, $JWT_PROXY_STATE/$HTTP_PORT
+# (default $TMPDIR/jwt-proxy-state), where `make reload` (envoy/reload.sh)
+# finds it: for Envoy the file it watches for its filter (extension config
+# discovery) and its admin address, for the test host its pid and --config
+# file (it reloads on SIGHUP); and the proxy's log, also shown here.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -48,6 +49,17 @@ if [ -z "${UPSTREAM:-}" ]; then
   pids="$pids $!"
 fi
 
+state=${JWT_PROXY_STATE:-${TMPDIR:-/tmp}/jwt-proxy-state}/$HTTP_PORT
+rm -rf "$state"
+mkdir -p "$state"
+chmod 700 "$state"
+echo "$host" > "$state/host"
+touch "$state/proxy.log"
+# The log goes to a file (buffered, cheaper than stderr under load) that
+# this terminal follows and `make reload` reads.
+tail -n +1 -F "$state/proxy.log" >&2 2>/dev/null &
+pids="$pids $!"
+
 if [ "$host" = envoy ]; then
   if [ -z "${ADMIN_PORT:-}" ]; then
     ADMIN_PORT=9901
@@ -56,24 +68,16 @@ if [ "$host" = envoy ]; then
     fi
   fi
   envoy=$("$here/find-envoy.sh")
-  state=${JWT_PROXY_STATE:-${TMPDIR:-/tmp}/jwt-proxy-state}/$HTTP_PORT
-  rm -rf "$state"
-  mkdir -p "$state"
-  chmod 700 "$state"
   # What `make reload` renders the filter with, besides its configuration.
   for v in WASM_PATH WASM_URL WASM_SHA256; do
     eval "val=\${$v:-}"
     [ -z "$val" ] || printf "%s='%s'\n" "$v" "$val" >> "$state/env"
   done
-  touch "$state/env" "$state/envoy.log"
+  touch "$state/env"
   export HTTP_PORT ADMIN_PORT UPSTREAM
   FILTER_CONFIG_DIR=$state/filter "$here/render.sh" > "$work/envoy.yaml"
-  # The log goes to a file (buffered, cheaper than stderr under load) that
-  # this terminal follows and `make reload` reads.
-  tail -n +1 -F "$state/envoy.log" >&2 2>/dev/null &
-  pids="$pids $!"
   "$envoy" -c "$work/envoy.yaml" --use-dynamic-base-id --log-level "$LOG_LEVEL" \
-    --log-path "$state/envoy.log" --admin-address-path "$state/admin" &
+    --log-path "$state/proxy.log" --admin-address-path "$state/admin" &
   proxy_pid=$!
   ( i=0
     while [ ! -s "$state/admin" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
@@ -81,18 +85,19 @@ if [ "$host" = envoy ]; then
   ) &
 else
   if [ -n "${PLUGIN_CONFIG:-}" ]; then
-    printf '%s' "$PLUGIN_CONFIG" > "$work/config.json"
+    printf '%s' "$PLUGIN_CONFIG" > "$state/config.json"
   else
-    cp "${PLUGIN_CONFIG_FILE:-$here/filter-config.json}" "$work/config.json"
+    cp "${PLUGIN_CONFIG_FILE:-$here/filter-config.json}" "$state/config.json"
   fi
   set -- --wasm "${WASM_PATH:-$root/target/wasm32-wasip1/release/jwt_filter.wasm}" \
-    --config "$work/config.json" --listen "127.0.0.1:$HTTP_PORT" --upstream "$UPSTREAM" \
+    --config "$state/config.json" --listen "127.0.0.1:$HTTP_PORT" --upstream "$UPSTREAM" \
     --workers "$WORKERS" --log-level "$LOG_LEVEL"
   # The name only: the test host reads the value from its own environment.
   if [ -n "${JWT_SECRET:-}" ]; then set -- "$@" --host-env JWT_SECRET; fi
   echo "jwt-proxy (test host): http://127.0.0.1:$HTTP_PORT -> $UPSTREAM" >&2
-  "$root/target/release/test-host" "$@" &
+  "$root/target/release/test-host" "$@" 2>> "$state/proxy.log" &
   proxy_pid=$!
+  echo "$proxy_pid" > "$state/pid"
 fi
 pids="$pids $proxy_pid"
 # Exit when the proxy exits (with its status), or on Ctrl-C via the trap.
