@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use wasmtime::{
-    Engine, Instance, InstancePre, Linker, Module, Store, TypedFunc, WasmParams, WasmResults,
-};
+use wasmtime::{Engine, InstancePre, Linker, Module, Store, TypedFunc, WasmParams, WasmResults};
 
 use crate::abi::{Action, Level};
 use crate::error::Error;
@@ -64,6 +62,9 @@ pub const ABI_FUNCTIONS: &[&str] = &[
 ];
 
 /// The one linker: every host function module, then WASI preview 1.
+mod callbacks;
+use callbacks::{Callbacks, export};
+
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     hostcalls::log::add_to_linker(&mut linker)?;
@@ -140,63 +141,6 @@ impl Compiled {
             .map_err(|e| Error::Link(one_line(&e)))?;
         Ok(Self { engine, pre })
     }
-}
-
-type Cb<P, R> = Option<TypedFunc<P, R>>;
-
-struct Callbacks {
-    context_create: TypedFunc<(u32, u32), ()>,
-    vm_start: Cb<(u32, u32), u32>,
-    configure: Cb<(u32, u32), u32>,
-    tick: Cb<u32, ()>,
-    request_headers: Cb<(u32, u32, u32), u32>,
-    request_body: Cb<(u32, u32, u32), u32>,
-    request_trailers: Cb<(u32, u32), u32>,
-    response_headers: Cb<(u32, u32, u32), u32>,
-    response_body: Cb<(u32, u32, u32), u32>,
-    response_trailers: Cb<(u32, u32), u32>,
-    log: Cb<u32, ()>,
-    done: Cb<u32, u32>,
-    delete: Cb<u32, ()>,
-}
-
-impl Callbacks {
-    /// The callbacks `instance` exports (only `proxy_on_context_create` is required).
-    fn new(instance: &Instance, store: &mut Store<HostState>) -> Result<Self, Error> {
-        Ok(Self {
-            context_create: export(instance, store, "proxy_on_context_create")?
-                .ok_or(Error::MissingExport("proxy_on_context_create"))?,
-            vm_start: export(instance, store, "proxy_on_vm_start")?,
-            configure: export(instance, store, "proxy_on_configure")?,
-            tick: export(instance, store, "proxy_on_tick")?,
-            request_headers: export(instance, store, "proxy_on_request_headers")?,
-            request_body: export(instance, store, "proxy_on_request_body")?,
-            request_trailers: export(instance, store, "proxy_on_request_trailers")?,
-            response_headers: export(instance, store, "proxy_on_response_headers")?,
-            response_body: export(instance, store, "proxy_on_response_body")?,
-            response_trailers: export(instance, store, "proxy_on_response_trailers")?,
-            log: export(instance, store, "proxy_on_log")?,
-            done: export(instance, store, "proxy_on_done")?,
-            delete: export(instance, store, "proxy_on_delete")?,
-        })
-    }
-}
-
-fn export<P: WasmParams, R: WasmResults>(
-    instance: &Instance,
-    store: &mut Store<HostState>,
-    name: &'static str,
-) -> Result<Option<TypedFunc<P, R>>, Error> {
-    if instance.get_func(&mut *store, name).is_none() {
-        return Ok(None);
-    }
-    instance
-        .get_typed_func::<P, R>(&mut *store, name)
-        .map(Some)
-        .map_err(|e| Error::Export {
-            name,
-            reason: one_line(&e),
-        })
 }
 
 /// One instance of the module with its root context started and configured.
