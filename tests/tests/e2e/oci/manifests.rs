@@ -303,4 +303,3 @@ fn the_rendered_manifests_carry_the_digest_make_oci_printed() {
         "JWT_SECRET"
     );
 }
-
