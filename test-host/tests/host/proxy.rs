@@ -1,0 +1,190 @@
+//! The proxy's HTTP behaviour: hop-by-hop headers, HTTP/1.0, keep-alive, upstream failures,
+//! bodies, shutdown.
+
+use super::*;
+
+// ---- proxy behaviour ----
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_forwarded_either_way() {
+    let echo = Echo::start().await;
+    let host = host(&echo).await;
+    let req = get(
+        "/hop",
+        &[
+            ("connection", "x-hop, keep-alive"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("x-kept", "1"),
+        ],
+    );
+    let reply = send(host.local_addr(), req).await;
+    let seen = echo.last();
+    for h in [
+        "x-hop",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        assert_eq!(seen.header(h), None, "{h} was forwarded");
+    }
+    assert_ne!(
+        seen.header("connection").as_deref(),
+        Some("x-hop, keep-alive")
+    );
+    assert_eq!(seen.header("x-kept").as_deref(), Some("1"));
+    assert_eq!(reply.header("x-up-hop"), None);
+    assert_eq!(reply.header("keep-alive"), None);
+    assert_eq!(reply.header("x-echo").as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn http10_request_is_served_and_closed() {
+    let echo = Echo::start().await;
+    let host = host(&echo).await;
+    let out = util::raw(
+        host.local_addr(),
+        "GET /old HTTP/1.0\r\nHost: proxy.test\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.0 200"), "{out}");
+    assert!(echo.last().header("x-fixture-context").is_some());
+    assert_eq!(echo.last().path, "/old");
+    assert_eq!(echo.last().version, http::Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn keep_alive_is_per_link() {
+    let echo = Echo::start().await;
+    let host = host(&echo).await;
+    let stream = tokio::net::TcpStream::connect(host.local_addr())
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for i in 0..3 {
+        let resp = sender
+            .send_request(get(&format!("/k{i}"), &[]))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap();
+        sender.ready().await.unwrap();
+    }
+    assert_eq!(echo.seen().len(), 3);
+    assert_eq!(
+        echo.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
+async fn upstream_down_is_503() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let host = HostBuilder::new(fixture())
+        .upstream(addr)
+        .start()
+        .await
+        .unwrap();
+    let reply = send(host.local_addr(), get("/", &[])).await;
+    assert_eq!(reply.status, 503);
+    assert!(reply.body.contains("connection failure"), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn upstream_timeout_is_504() {
+    let echo = Echo::start().await;
+    let host = HostBuilder::new(fixture())
+        .upstream(echo.addr)
+        .upstream_timeout(Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap();
+    let reply = send(host.local_addr(), get("/slow", &[])).await;
+    assert_eq!(reply.status, 504);
+}
+
+#[tokio::test]
+async fn upstream_closing_before_any_byte_is_503() {
+    // Envoy: "upstream connect error or disconnect/reset before headers" is 503 when no byte
+    // of response arrived (a broken or garbled response stays 502).
+    let echo = Echo::start().await;
+    let host = host(&echo).await;
+    assert_eq!(
+        send(host.local_addr(), get("/reset", &[])).await.status,
+        503
+    );
+    assert_eq!(send(host.local_addr(), get("/fine", &[])).await.status, 200);
+}
+
+#[tokio::test]
+async fn upstream_may_be_a_hostname() {
+    let echo = Echo::start().await;
+    let host = HostBuilder::new(fixture())
+        .upstream(format!("localhost:{}", echo.addr.port()))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(send(host.local_addr(), get("/n", &[])).await.status, 200);
+}
+
+#[tokio::test]
+async fn request_body_callbacks_see_and_rewrite_each_chunk() {
+    let echo = Echo::start().await;
+    let host = host(&echo).await;
+    let req = Request::post("/upper")
+        .header("host", "proxy.test")
+        .header("x-fixture-op", "body-upper")
+        .body(Full::new(Bytes::from_static(b"hello body")))
+        .unwrap();
+    let reply = send(host.local_addr(), req).await;
+    assert_eq!(reply.body, "HELLO BODY");
+    assert_eq!(echo.last().body, b"HELLO BODY");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_post_streams_through() {
+    use futures_like::ChunkStream;
+    let echo = Echo::start().await;
+    let host = host(&echo).await;
+    const MIB: usize = 1024 * 1024;
+    let total = 100 * MIB;
+    let stream = tokio::net::TcpStream::connect(host.local_addr())
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post("/count")
+        .header("host", "proxy.test")
+        .body(ChunkStream {
+            left: total,
+            chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+        })
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(120), sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body, total.to_string().as_bytes());
+    assert_eq!(echo.last().body_len, total);
+}
