@@ -33,6 +33,76 @@ impl fmt::Debug for RingKey {
     }
 }
 
+/// The signing key, where it came from, the token's `kid` and every verifying
+/// key: from the single form (`secret` / `secret_env`, `key_id`) or the ring
+/// (`keys`, `signing_key`).
+pub(super) fn resolve(
+    raw: &mut RawConfig,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Keys, ConfigError> {
+    let (key, source, kid, ring) = match raw.keys.take() {
+        None => {
+            if raw.signing_key.is_some() {
+                return Err(ConfigError::new("signing_key", "needs `keys`"));
+            }
+            let (key, source) = single_key(raw, env)?;
+            let ring = vec![RingKey {
+                id: None,
+                key: key.clone(),
+                source: source.clone(),
+            }];
+            (key, source, raw.key_id.clone(), ring)
+        }
+        Some(keys) => {
+            if raw.secret.is_some() {
+                return Err(ConfigError::new(
+                    "keys",
+                    "set either `secret` or `keys`, not both",
+                ));
+            }
+            if raw.key_id.is_some() {
+                return Err(ConfigError::new(
+                    "key_id",
+                    "with `keys`, the `kid` is the signing key's `id`",
+                ));
+            }
+            let ring = ring(keys, env)?;
+            let signing = match &raw.signing_key {
+                None => 0,
+                Some(id) => ring
+                    .iter()
+                    .position(|k| k.id.as_deref() == Some(id.as_str()))
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "signing_key",
+                            format!("{} is not the `id` of a key in `keys`", shown(id)),
+                        )
+                    })?,
+            };
+            let k = &ring[signing];
+            (k.key.clone(), k.source.clone(), k.id.clone(), ring)
+        }
+    };
+    Ok(Keys {
+        key,
+        source,
+        kid,
+        ring,
+    })
+}
+
+/// What [`resolve`] found.
+pub(super) struct Keys {
+    /// The signing key's bytes.
+    pub(super) key: Vec<u8>,
+    /// Where the signing key came from.
+    pub(super) source: KeySource,
+    /// The tokens' `kid`, if any.
+    pub(super) kid: Option<String>,
+    /// Every verifying key.
+    pub(super) ring: Vec<RingKey>,
+}
+
 /// The first 8 hex digits of a key's SHA-512.
 pub(super) fn fingerprint(key: &[u8]) -> String {
     hex::encode(&Sha512::digest(key)[..4])
@@ -40,7 +110,7 @@ pub(super) fn fingerprint(key: &[u8]) -> String {
 
 /// The single form's key: `secret_env`'s variable when set and not empty,
 /// else `secret`.
-pub(super) fn single_key(
+fn single_key(
     raw: &RawConfig,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<(Vec<u8>, KeySource), ConfigError> {
@@ -66,7 +136,7 @@ pub(super) fn single_key(
 }
 
 /// A key ring: every key valid, ids unique.
-pub(super) fn ring(
+fn ring(
     keys: Vec<RawKey>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<RingKey>, ConfigError> {

@@ -19,8 +19,8 @@ use std::fmt;
 mod keys;
 mod read;
 
+use keys::{Keys, fingerprint, kid_rules, resolve};
 pub use keys::{MAX_KID_LEN, RingKey};
-use keys::{fingerprint, kid_rules, ring, single_key};
 
 /// Minimum HS512 key length in bytes (RFC 7518 section 3.2: a key of the
 /// same size as the hash output or larger).
@@ -253,53 +253,16 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the first invalid field.
     pub fn from_raw(
-        raw: RawConfig,
+        mut raw: RawConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let ring_form = raw.keys.is_some();
-        let (key, key_source, key_id, ring) = match raw.keys {
-            None => {
-                if raw.signing_key.is_some() {
-                    return Err(ConfigError::new("signing_key", "needs `keys`"));
-                }
-                let (key, source) = single_key(&raw, &env)?;
-                let ring = vec![RingKey {
-                    id: None,
-                    key: key.clone(),
-                    source: source.clone(),
-                }];
-                (key, source, raw.key_id.clone(), ring)
-            }
-            Some(keys) => {
-                if raw.secret.is_some() {
-                    return Err(ConfigError::new(
-                        "keys",
-                        "set either `secret` or `keys`, not both",
-                    ));
-                }
-                if raw.key_id.is_some() {
-                    return Err(ConfigError::new(
-                        "key_id",
-                        "with `keys`, the `kid` is the signing key's `id`",
-                    ));
-                }
-                let ring = ring(keys, &env)?;
-                let signing = match &raw.signing_key {
-                    None => 0,
-                    Some(id) => ring
-                        .iter()
-                        .position(|k| k.id.as_deref() == Some(id.as_str()))
-                        .ok_or_else(|| {
-                            ConfigError::new(
-                                "signing_key",
-                                format!("{} is not the `id` of a key in `keys`", shown(id)),
-                            )
-                        })?,
-                };
-                let k = &ring[signing];
-                (k.key.clone(), k.source.clone(), k.id.clone(), ring)
-            }
-        };
+        let Keys {
+            key,
+            source: key_source,
+            kid: key_id,
+            ring,
+        } = resolve(&mut raw, &env)?;
         if let Some(kid) = &key_id {
             kid_rules(if ring_form { "signing_key" } else { "key_id" }, kid)?;
         }
