@@ -6,7 +6,8 @@
 #
 # Both hosts get the same settings: HTTP_PORT (8080), ECHO_PORT (8081),
 # UPSTREAM, PLUGIN_CONFIG or PLUGIN_CONFIG_FILE (envoy/filter-config.json),
-# WASM_PATH, LOG_LEVEL (info), WORKERS (test host, 2); ADMIN_PORT (Envoy's
+# WASM_PATH, LOG_LEVEL (info), WORKERS and TEST_HOST_BIN (test host: 2,
+# target/release/test-host); ADMIN_PORT (Envoy's
 # admin, 127.0.0.1 only: 9901 when free, else any free port). JWT_SECRET in
 # the environment wins over the configured key; it reaches either proxy
 # through its environment (Envoy's host_env_keys, the test host's
@@ -95,7 +96,7 @@ else
   # The name only: the test host reads the value from its own environment.
   if [ -n "${JWT_SECRET:-}" ]; then set -- "$@" --host-env JWT_SECRET; fi
   echo "jwt-proxy (test host): http://127.0.0.1:$HTTP_PORT -> $UPSTREAM" >&2
-  "$root/target/release/test-host" "$@" 2>> "$state/proxy.log" &
+  "${TEST_HOST_BIN:-$root/target/release/test-host}" "$@" 2>> "$state/proxy.log" &
   proxy_pid=$!
   echo "$proxy_pid" > "$state/pid"
 fi

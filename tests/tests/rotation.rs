@@ -52,7 +52,9 @@ struct Run {
 }
 
 impl Run {
-    fn start(upstream: SocketAddr, config: &Path, dir: &Path) -> Run {
+    /// `host`: `envoy` (`make run`) or `test-host` (`make run-host`, with the
+    /// debug test host `cargo test` built).
+    fn start(host: &str, upstream: SocketAddr, config: &Path, dir: &Path) -> Run {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -63,6 +65,8 @@ impl Run {
         let state = dir.join("state");
         let child = Command::new("sh")
             .arg(root().join("envoy/run.sh"))
+            .arg(host)
+            .env("TEST_HOST_BIN", root().join("target/debug/test-host"))
             .env("HTTP_PORT", port.to_string())
             .env("ADMIN_PORT", "0")
             .env("UPSTREAM", upstream.to_string())
@@ -85,7 +89,10 @@ impl Run {
         };
         let up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             wait_until(Duration::from_secs(60), "make run serving", || {
-                (listening(run.addr) && run.state.join("admin").exists()).then_some(())
+                let ready = run
+                    .state
+                    .join(if host == "envoy" { "admin" } else { "pid" });
+                (listening(run.addr) && ready.exists()).then_some(())
             });
         }));
         assert!(
@@ -273,7 +280,7 @@ fn make_reload_rotates_the_signing_key_under_load_without_failing_a_request() {
     let dir = scratch("rotation-envoy");
     let config = dir.join("filter-config.json");
     std::fs::write(&config, ring("k1")).unwrap();
-    let run = Run::start(upstream.addr(), &config, &dir);
+    let run = Run::start("envoy", upstream.addr(), &config, &dir);
     let r = rotate_under_load(run.addr, |next| {
         std::fs::write(&config, next).unwrap();
         run.reload(&config)
@@ -323,6 +330,35 @@ fn host_reconfigure_rotates_the_signing_key_under_load_without_failing_a_request
     let logs: String = host.logs().iter().map(ToString::to_string).collect();
     assert!(
         !logs.contains(SECRET) && !logs.contains(OTHER),
+        "a key in the log"
+    );
+}
+
+#[test]
+fn make_reload_of_make_run_host_rotates_the_key_by_sighup_without_failing_a_request() {
+    let bin = root().join("target/debug/test-host");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test --workspace` (make test) builds it",
+        bin.display()
+    );
+    let upstream = Upstream::start();
+    let dir = scratch("rotation-run-host");
+    let config = dir.join("filter-config.json");
+    std::fs::write(&config, ring("k1")).unwrap();
+    let run = Run::start("test-host", upstream.addr(), &config, &dir);
+    let r = rotate_under_load(run.addr, |next| {
+        std::fs::write(&config, next).unwrap();
+        run.reload(&config)
+    });
+    eprintln!(
+        "rotation (test host, make reload = SIGHUP): {} POSTs over {CONNECTIONS} connections \
+         in {:.1} s; switch times: {:?}",
+        r.requests, r.seconds, r.switch_times
+    );
+    let log = std::fs::read_to_string(&run.log).unwrap_or_default();
+    assert!(
+        !log.contains(SECRET) && !log.contains(OTHER),
         "a key in the log"
     );
 }
