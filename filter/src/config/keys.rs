@@ -246,17 +246,8 @@ pub(super) fn kid_rules(field: &str, kid: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::super::{Config, ConfigError, KeySource, RawConfig};
-
-    const SECRET: &str = "a9ddbcaba8c0ac1a0a812dc0c2f08514b23f2db0a68343cb8199ebb38a6d91e4ebfb378e22ad39c2d01d0b4ec9c34aa91056862ddace3fbbd6852ee60c36acbf";
-
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
-    fn parse(json: &str) -> Result<Config, ConfigError> {
-        Config::parse(json.as_bytes(), no_env)
-    }
+    use super::super::tests::{SECRET, no_env, parse};
+    use super::super::{Config, KeySource, RawConfig};
 
     /// A ring of two keys, `a` (text) and `b` (hex), `b` signing.
     fn ring_json(extra: &str) -> String {
