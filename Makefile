@@ -7,6 +7,8 @@ export HTTP_PORT ADMIN_PORT ECHO_PORT UPSTREAM
 
 WASM_TARGET := wasm32-wasip1
 WASM_DIR := target/$(WASM_TARGET)/release
+# The conformance suite's fixture filters: one crate a directory, named as it.
+CONFORMANCE := $(patsubst %,-p %,$(notdir $(wildcard tests/fixtures/conformance/*)))
 FILTER_WASM := $(WASM_DIR)/jwt_filter.wasm
 CARGO ?= cargo
 # The proxy-wasm SDK exports every ABI callback; Envoy calls each exported one
@@ -48,7 +50,7 @@ wasm: toolchain
 	$(TRIM) $(FILTER_WASM) $(HEADER_ONLY)
 
 fixtures: toolchain
-	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter -p probe-filter -p panic-filter -p abi-fixture
+	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter -p probe-filter -p panic-filter -p abi-fixture $(CONFORMANCE)
 	$(TRIM) $(WASM_DIR)/noop_filter.wasm $(HEADER_ONLY)
 	$(TRIM) $(WASM_DIR)/probe_filter.wasm $(HEADER_ONLY)
 
@@ -75,7 +77,7 @@ test: wasm fixtures envoy
 lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --release --target $(WASM_TARGET) -p jwt-filter -p noop-filter -p probe-filter -p panic-filter -p abi-fixture -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) -p jwt-filter -p noop-filter -p probe-filter -p panic-filter -p abi-fixture $(CONFORMANCE) -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
 # The upstream's Envoy jwt_authn filter for the key ring of the filter
