@@ -1,62 +1,67 @@
 #!/usr/bin/env python3
-"""`make bench`: what the jwt filter costs inside Envoy, against Envoy without it.
+"""`make bench`: what the jwt filter costs, against Envoy without it and
+against nginx doing the same job, and how the cost grows.
 
-Runs wrk (POST, small JSON body, 50 connections) in alternating rounds
-(a b c d e a b c d e ...) against five proxies that all forward to the same hyper
-echo upstream (release build):
+All traffic is on 127.0.0.1; every proxy forwards to the same hyper echo
+upstream (release build), which streams each body back. Phases
+(BENCH_PHASES, default all, in this order):
 
-  a  Envoy, router only, one static header added natively (the baseline)
-  b  Envoy with the no-op proxy-wasm filter (noop_filter.wasm, trimmed by
-     `make fixtures` like ours: the floor any header-only filter pays)
-  c  Envoy with our filter, default configuration (envoy/filter-config.json)
-  d  the test host with our filter (reported "not available" if it does not
-     build or start)
-  e  as c, but Envoy writes its log to stderr (its default: one unbuffered
-     write per log line) instead of a --log-path file (buffered, flushed by a
-     background thread), which a, b and c use
-  c3 as c, with the module as cargo links it, before `make wasm` trims the
-     body and trailer callback exports (filter/trim): what trimming saves
+main        wrk POST rounds (small JSON body, CONNECTIONS connections), the
+            variants alternating round by round (a b c ... a b c ...):
+  a  Envoy, envoy/envoy.yaml rendered by envoy/render.sh as `make run` does
+     (edge duties, filter from a watched file, --log-path), the jwt filter
+     replaced by a native filter adding one static header (the baseline)
+  b  the same rendering with the no-op Wasm filter (tests/fixtures/noop-filter)
+  c  the same rendering with our filter and envoy/filter-config.json
+  d  the test host with our filter
+  e  as c, Envoy's log on stderr (its default) instead of --log-path
+  c3 as c, the module as cargo links it, before `make wasm` trims the body
+     and trailer callback exports
   n1 nginx proxying with one static header (the peer's floor)
-  n2 nginx + Lua signing the same token (tests/bench/nginx/sign.lua: OpenSSL's
-     HMAC through LuaJIT's FFI); nginx, its Lua module and lua-resty-core come
-     from Debian's packages, installed by the bench when missing (as root),
-     and the variants are reported "not available" when they cannot be had
+  n2 nginx + Lua signing the same token (tests/bench/nginx/sign.lua); every
+     token of c, d and n2 is checked by the same verification (HS512 with the
+     filter's key, the claims' names, types and values, a client's token
+     replaced)
+  b1.. probes: the no-op plus one hostcall repeated PROBE_CALLS times
+connections 50 / 1,000 / 5,000 concurrent connections (SCALE_CONNECTIONS):
+            req/s, p99, proxy peak RSS for a, c, n1, n2
+concurrency Envoy + filter with --concurrency 1 (one core) and 2 (both cores)
+            (req/s per core of proxy CPU)
+bodies      1 KiB (wrk), 1 MiB and 100 MiB (a streaming client: the body is
+            never held whole) POST bodies (BODY_SIZES): throughput, proxy and
+            echo peak RSS against their idle RSS
+workers     start-to-ready and RSS for 1, 2, 4, 8 workers (WORKER_COUNTS):
+            Envoy native, Envoy + filter (one VM per worker), the test host
+profile     valgrind --tool=callgrind (deterministic instruction counts):
+            tests/examples/filter_profile.rs through the test host (guest
+            instructions and hostcalls per POST, ours against the no-op) and
+            filter/examples/sign_profile.rs natively (where signing goes)
 
 The proxy under test is pinned to one core (BENCH_PROXY_CPU, default 1) and
-wrk + the upstream to the other (BENCH_LOAD_CPU, default 0); Envoy runs one
-worker (--concurrency 1), the test host one (--workers 1). Per variant it
-reports requests/s (median of rounds, min-max), p50/p99 latency, proxy CPU
-microseconds per request (utime+stime from /proc/<pid>/stat around each
-round), RSS after the rounds, start-to-ready time (median of STARTS starts:
-process start until the listener answers an HTTP request) and the .wasm sizes,
-and writes BENCHMARKS.md at the repository root.
+wrk + the upstream to the other (BENCH_LOAD_CPU, default 0). The soft limit
+of open files is raised to the hard one (at most 65536); Envoy's
+MAX_CONNECTIONS and nginx's worker_connections are capped to what it allows.
 
-Cost probes (BENCH_PROBES, default "get-header,remove-header,time,metric,log";
-"" for none): the probe fixture (the no-op plus a loop, probe_filter.wasm)
-configured to repeat one hostcall PROBE_CALLS
-(default 10) times per request, as variants b1, b2, ...; the report gives the
-CPU cost of one such call, (probe - b) / PROBE_CALLS.
-
-Where the CPU goes (BENCH_PERF, default 1 when `perf` works): after the
-rounds, one more load of DURATION seconds on (b) and (c) under
-`perf record -e cpu-clock`, split by where the samples fall: the Wasm code
-V8 compiled ([JIT]), Envoy's own code, the kernel, libc and the rest.
-
-Environment: ROUNDS (default 5), DURATION seconds per round (default 10),
-WARMUP seconds per variant (default 3), STARTS (default 3), CONNECTIONS
-(default 50), SKIP_BUILD=1, ENVOY_BIN, TEST_HOST_BIN (a prebuilt test host),
-BENCH_OUT (default BENCHMARKS.md), BENCH_VARIANTS (e.g. "a,c"), and for
-experiments BENCH_EXTRA="label=module.wasm[@config.json];..." which adds
-Envoy + that module as variants f, g, ...
+Environment: ROUNDS (12), DURATION seconds per round (4), WARMUP (2),
+STARTS (3), CONNECTIONS (50), SCALE_ROUNDS (2), SCALE_DURATION (4),
+SCALE_CONNECTIONS, BODY_SIZES ("1KiB,1MiB,100MiB"), WORKER_COUNTS
+("1,2,4,8"), BENCH_PROBES ("get-header,log"), PROBE_CALLS (10),
+BENCH_VARIANTS (e.g. "a,c,n2"), BENCH_PHASES, SKIP_BUILD=1, ENVOY_BIN,
+TEST_HOST_BIN, BENCH_OUT (BENCHMARKS.md; README.md's benchmark paragraph is
+rewritten only when BENCH_OUT is the default), BENCH_PERF=0.
 Standard library only. A benchmark, not a test: it asserts nothing.
 """
 
+import base64
 import datetime
+import hashlib
+import hmac
 import http.client
 import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -64,6 +69,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -72,10 +78,8 @@ WASM_DIR = os.path.join(ROOT, "target", "wasm32-wasip1", "release")
 FILTER_WASM = os.path.join(WASM_DIR, "jwt_filter.wasm")
 NOOP_WASM = os.path.join(WASM_DIR, "noop_filter.wasm")
 PROBE_WASM = os.path.join(WASM_DIR, "probe_filter.wasm")
-# The Wasm features rustc's wasm32-wasip1 output uses, for Debian's wasm-opt.
-WASM_OPT_FEATURES = ["--enable-bulk-memory", "--enable-sign-ext", "--enable-mutable-globals",
-                     "--enable-nontrapping-float-to-int"]
 FILTER_CONFIG = os.path.join(ROOT, "envoy", "filter-config.json")
+ENVOY_TEMPLATE = os.path.join(ROOT, "envoy", "envoy.yaml")
 
 
 def env_int(name, default):
@@ -85,16 +89,27 @@ def env_int(name, default):
         sys.exit(f"bench: {name} must be an integer, got {os.environ[name]!r}")
 
 
-ROUNDS = env_int("ROUNDS", 5)
-DURATION = env_int("DURATION", 10)
-WARMUP = env_int("WARMUP", 3)
+def env_list(name, default):
+    return [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
+
+
+ROUNDS = env_int("ROUNDS", 12)
+DURATION = env_int("DURATION", 4)
+WARMUP = env_int("WARMUP", 2)
 STARTS = max(1, env_int("STARTS", 3))
 CONNECTIONS = env_int("CONNECTIONS", 50)
+SCALE_ROUNDS = max(1, env_int("SCALE_ROUNDS", 2))
+SCALE_DURATION = env_int("SCALE_DURATION", 4)
+SCALE_CONNECTIONS = [int(x) for x in env_list("SCALE_CONNECTIONS", "50,1000,5000")]
+BODY_SIZES = env_list("BODY_SIZES", "1KiB,1MiB,100MiB")
+WORKER_COUNTS = [int(x) for x in env_list("WORKER_COUNTS", "1,2,4,8")]
+ALL_PHASES = ["main", "connections", "concurrency", "bodies", "workers", "profile"]
+PHASES = env_list("BENCH_PHASES", ",".join(ALL_PHASES))
 PROXY_CPU = os.environ.get("BENCH_PROXY_CPU", "1")
 LOAD_CPU = os.environ.get("BENCH_LOAD_CPU", "0")
-OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "BENCHMARKS.md"))
-PROBES = [p for p in os.environ.get(
-    "BENCH_PROBES", "get-header,remove-header,time,metric,log").split(",") if p]
+DEFAULT_OUT = os.path.join(ROOT, "BENCHMARKS.md")
+OUT = os.environ.get("BENCH_OUT", DEFAULT_OUT)
+PROBES = env_list("BENCH_PROBES", "get-header,log")
 PROBE_CALLS = env_int("PROBE_CALLS", 10)
 PROBE_LABELS = {
     "get-header": "read a request header (`:path`, copied into the guest)",
@@ -105,10 +120,29 @@ PROBE_LABELS = {
 }
 TICKS = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT = 60.0
+DEBIAN_PACKAGES = {"wrk": ["wrk"], "nginx": ["nginx-core", "libnginx-mod-http-lua",
+                                             "lua-resty-core"]}
+NGINX_LUA_MODULE = "/usr/lib/nginx/modules/ngx_http_lua_module.so"
 
 
 def log(msg):
     print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def raise_nofile():
+    """Raises the soft limit of open files (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+NOFILE = raise_nofile()
+# A proxied connection holds two descriptors (client and upstream); keep 256
+# for everything else.
+CONN_CAP = max(64, (NOFILE - 256) // 2)
+ENVOY_MAX_CONNECTIONS = min(10000, CONN_CAP)
 
 
 def free_port():
@@ -130,11 +164,39 @@ def cpu_ticks(pid):
 
 
 def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return 0
+
+
+class RssPeak:
+    """Samples the VmRSS of some processes every 50 ms; `peak[pid]` in KiB."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.peak = {p: rss_kib(p) for p in pids}
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        while not self.stop_flag.wait(0.05):
+            for p in self.pids:
+                self.peak[p] = max(self.peak[p], rss_kib(p))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        self.thread.join(2)
+        for p in self.pids:
+            self.peak[p] = max(self.peak[p], rss_kib(p))
 
 
 class Proc:
@@ -202,64 +264,143 @@ def filter_key():
         return json.load(f)["secret"]
 
 
-def token_ok(token):
-    """Whether `token` is an HS512 JWT of the filter's key with the task's claims
-    (checked here with hashlib, not the code that made it)."""
-    import base64
-    import hashlib
-    import hmac
+def b64url_decode(s):
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
+
+def token_problem(token, sent_at):
+    """None when `token` is what the filter must send for the default
+    configuration: an HS512 JWS of the filter's key whose header is exactly
+    {"alg":"HS512","typ":"JWT"}, claims exactly iat (an integer within 5 s of
+    when the request was sent), jti (32 lowercase hex digits) and payload
+    {user, date} (date the UTC day of iat); else what is wrong. Checked here
+    with hashlib, not with any code that makes tokens."""
     try:
-        head, claims, sig = token.split(".")
-        want = hmac.new(filter_key().encode(), f"{head}.{claims}".encode(), hashlib.sha512).digest()
-        pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
-        body = json.loads(base64.urlsafe_b64decode(pad(claims)))
-        return (hmac.compare_digest(base64.urlsafe_b64decode(pad(sig)), want)
-                and sorted(body) == ["iat", "jti", "payload"]
-                and sorted(body["payload"]) == ["date", "user"])
-    except (ValueError, KeyError, TypeError):
-        return False
+        parts = token.split(".")
+        if len(parts) != 3 or any("=" in p for p in parts):
+            return "not a compact JWS without padding"
+        head, claims, sig = parts
+        want = hmac.new(filter_key().encode(), f"{head}.{claims}".encode(),
+                        hashlib.sha512).digest()
+        if not hmac.compare_digest(b64url_decode(sig), want):
+            return "the signature does not verify with the filter's key"
+        if json.loads(b64url_decode(head)) != {"alg": "HS512", "typ": "JWT"}:
+            return "header is not {alg: HS512, typ: JWT}"
+        body = json.loads(b64url_decode(claims))
+        if sorted(body) != ["iat", "jti", "payload"]:
+            return f"claims are {sorted(body)}"
+        iat, jti, payload = body["iat"], body["jti"], body["payload"]
+        if not isinstance(iat, int) or abs(iat - sent_at) > 5:
+            return f"iat {iat!r} is not the time of the request"
+        if not re.fullmatch(r"[0-9a-f]{32}", str(jti)):
+            return f"jti {jti!r} is not 32 lowercase hex digits"
+        day = datetime.datetime.fromtimestamp(iat, datetime.timezone.utc).strftime("%Y-%m-%d")
+        if payload != {"user": "username", "date": day}:
+            return f"payload {payload!r} is not {{user: username, date: {day}}}"
+        return None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"not decodable: {e}"
 
 
-def post_check(port):
-    """One POST through the proxy: (status, whether x-my-jwt reached the echo,
-    whether it is a valid token)."""
+def post_once(port, headers=None):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request("POST", "/bench-check", body=b'{"a":1}', headers={"content-type": "application/json"})
+    h = {"content-type": "application/json"}
+    h.update(headers or {})
+    c.request("POST", "/bench-check", body=b'{"a":1}', headers=h)
     r = c.getresponse()
     r.read()
     c.close()
-    token = r.getheader("x-echo-x-my-jwt")
-    return r.status, token is not None, token is not None and token_ok(token)
+    return r.status, r.getheaders()
 
 
-NGINX_PACKAGES = ["nginx-core", "libnginx-mod-http-lua", "lua-resty-core"]
-NGINX_LUA_MODULE = "/usr/lib/nginx/modules/ngx_http_lua_module.so"
+def token_check(port):
+    """The same verification for every signer: three POSTs, one carrying a
+    client's own x-my-jwt; each must reach the echo with exactly one token
+    that passes `token_problem`, all jtis distinct. Returns (status, problem
+    or None)."""
+    jtis = set()
+    for forged in (None, "forged.client.token", None):
+        sent = time.time()
+        status, headers = post_once(port, {"x-my-jwt": forged} if forged else None)
+        if status != 200:
+            return status, f"POST answered {status}"
+        tokens = [v for k, v in headers if k.lower() == "x-echo-x-my-jwt"]
+        if len(tokens) != 1:
+            return status, f"{len(tokens)} x-my-jwt values reached the upstream"
+        why = token_problem(tokens[0], sent)
+        if why:
+            return status, why
+        jtis.add(json.loads(b64url_decode(tokens[0].split(".")[1]))["jti"])
+    if len(jtis) != 3:
+        return 200, "a jti repeated"
+    return 200, None
 
 
-def ensure_nginx():
-    """None when nginx with its Lua module is here (installing it from Debian's
-    packages when missing and root), else why not."""
-    if shutil.which("nginx") and os.path.exists(NGINX_LUA_MODULE):
-        return None
+def apt_install(what):
+    """None when Debian's packages for `what` got installed, else why not."""
+    pkgs = DEBIAN_PACKAGES[what]
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return f"nginx with its Lua module is not installed (apt-get install {' '.join(NGINX_PACKAGES)})"
+        return f"not installed and not root with apt-get (apt-get install {' '.join(pkgs)})"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    r = run(["apt-get", "install", "-y", "-qq", *NGINX_PACKAGES], env=env,
-            capture_output=True, text=True)
-    if r.returncode != 0 or not os.path.exists(NGINX_LUA_MODULE):
-        return "apt-get install " + " ".join(NGINX_PACKAGES) + " failed: " + r.stderr.strip()[-200:]
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *pkgs]
+    r = run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+        r = run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        return f"apt-get install {' '.join(pkgs)} failed: {r.stderr.strip()[-200:]}"
     return None
 
 
+def ensure_nginx():
+    """None when nginx with its Lua module is here (installed from Debian's
+    packages when missing), else why not."""
+    if shutil.which("nginx") and os.path.exists(NGINX_LUA_MODULE):
+        return None
+    why = apt_install("nginx")
+    if why is None and not (shutil.which("nginx") and os.path.exists(NGINX_LUA_MODULE)):
+        why = "nginx or its Lua module still missing after apt-get install"
+    return why
+
+
+NATIVE_FILTER = """\
+          - name: static_header
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+              mutations:
+                request_mutations:
+                - append:
+                    header: { key: x-my-jwt, value: "static" }
+                    append_action: OVERWRITE_IF_EXISTS_OR_ADD
+"""
+
+
+def native_template(work):
+    """envoy/envoy.yaml with its ${JWT_FILTER} line replaced by a native
+    filter adding one static header: everything else is the same."""
+    path = os.path.join(work, "envoy-native.template.yaml")
+    if not os.path.exists(path):
+        with open(ENVOY_TEMPLATE) as f:
+            text = f.read()
+        new, n = re.subn(r"(?m)^[ \t]*\$\{JWT_FILTER\}[ \t]*\n", NATIVE_FILTER, text)
+        if n != 1:
+            sys.exit("bench: envoy/envoy.yaml has no single ${JWT_FILTER} line to replace")
+        with open(path, "w") as f:
+            f.write(new)
+    return path
+
+
 class Variant:
-    def __init__(self, key, label, kind, wasm=None, config=FILTER_CONFIG, log="file"):
+    def __init__(self, key, label, kind, wasm=None, config=FILTER_CONFIG, log="file",
+                 concurrency=1, cpus=PROXY_CPU, signs=False):
         self.key, self.label, self.kind, self.wasm = key, label, kind, wasm
         self.config = config
-        # Where Envoy writes its log (the filter's per-request lines): "file"
-        # is Envoy's --log-path, buffered and flushed by a background thread;
-        # "stderr" is Envoy's default, one unbuffered write per line.
+        # Where Envoy writes its log: "file" is --log-path (as `make run`),
+        # buffered; "stderr" is Envoy's default, one unbuffered write per line.
         self.log = log
+        self.concurrency = concurrency
+        self.cpus = cpus
+        self.signs = signs
         self.unavailable = None
         self.proc = None
         self.port = None
@@ -268,49 +409,60 @@ class Variant:
         self.rss = None
         self.probe = None
         self.split = None
+        self.check = None
+        self.starts = 0
+
+    def pin(self, cmd):
+        return (["taskset", "-c", self.cpus] if self.cpus else []) + cmd
 
     def command(self, work, port, admin, upstream):
+        self.starts += 1
+        tag = f"{self.key}-{self.starts}"
         if self.kind in ("nginx", "nginx-lua"):
             name = "nginx.conf" if self.kind == "nginx" else "nginx-lua.conf"
             with open(os.path.join(BENCH, "nginx", name)) as f:
                 conf = f.read()
             for k, v in {"WORK": work, "KEY": self.key, "UPSTREAM": upstream,
-                         "PORT": str(port), "BENCH": BENCH}.items():
+                         "PORT": str(port), "BENCH": BENCH, "NOFILE": str(NOFILE),
+                         "WORKER_CONNECTIONS": str(2 * CONN_CAP)}.items():
                 conf = conf.replace("${" + k + "}", v)
             path = os.path.join(work, f"nginx-{self.key}.conf")
             with open(path, "w") as f:
                 f.write(conf)
             # The key reaches the Lua signer through its environment (nginx `env`).
             env = dict(os.environ, JWT_SECRET=filter_key())
-            return ["taskset", "-c", PROXY_CPU, "nginx", "-c", path, "-p", work,
-                    "-e", os.path.join(work, f"nginx-{self.key}.error.log")], env
+            return self.pin(["nginx", "-c", path, "-p", work,
+                             "-e", os.path.join(work, f"nginx-{self.key}.error.log")]), env
         if self.kind == "host":
-            return [
-                "taskset", "-c", PROXY_CPU, test_host_bin(), "--wasm", FILTER_WASM,
-                "--config", FILTER_CONFIG, "--listen", f"127.0.0.1:{port}",
-                "--upstream", upstream, "--workers", "1",
-            ], None
-        template = "envoy-native.yaml" if self.kind == "native" else "envoy-wasm.yaml"
-        env = dict(os.environ, HTTP_PORT=str(port), ADMIN_PORT=str(admin), UPSTREAM=upstream,
-                   LISTEN_ADDRESS="127.0.0.1", UPSTREAM_TIMEOUT="15s",
-                   WASM_PATH=self.wasm or FILTER_WASM)
-        env.pop("PLUGIN_CONFIG", None)
-        env["PLUGIN_CONFIG_FILE"] = self.config
-        cfg = os.path.join(work, f"envoy-{self.key}.yaml")
+            return self.pin([
+                test_host_bin(), "--wasm", FILTER_WASM, "--config", FILTER_CONFIG,
+                "--listen", f"127.0.0.1:{port}", "--upstream", upstream,
+                "--workers", str(self.concurrency), "--log-level", "info",
+            ]), {k: v for k, v in os.environ.items() if k != "JWT_SECRET"}
+        # Envoy: envoy/envoy.yaml through envoy/render.sh as envoy/run.sh
+        # (`make run`) renders it, the filter from a watched file.
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PLUGIN_CONFIG", "WASM_URL", "WASM_SHA256", "JWT_SECRET",
+                            "FILTER_CONFIG_DIR", "REQUEST_HEADERS_TIMEOUT", "IDLE_TIMEOUT",
+                            "UPSTREAM_TIMEOUT")}
+        env.update(HTTP_PORT=str(port), ADMIN_PORT=str(admin), UPSTREAM=upstream,
+                   LISTEN_ADDRESS="127.0.0.1", WASM_PATH=self.wasm or FILTER_WASM,
+                   PLUGIN_CONFIG_FILE=self.config, MAX_CONNECTIONS=str(ENVOY_MAX_CONNECTIONS),
+                   FILTER_CONFIG_DIR=os.path.join(work, f"filter-{tag}"))
+        template = native_template(work) if self.kind == "native" else ENVOY_TEMPLATE
+        cfg = os.path.join(work, f"envoy-{tag}.yaml")
         with open(cfg, "w") as f:
-            subprocess.run(["sh", os.path.join(ROOT, "envoy", "render.sh"),
-                            os.path.join(BENCH, template)], env=env, stdout=f, check=True)
-        cmd = [
-            "taskset", "-c", PROXY_CPU, envoy_bin(), "-c", cfg, "--concurrency", "1",
-            "--use-dynamic-base-id", "--log-level", "info",
-        ]
+            subprocess.run(["sh", os.path.join(ROOT, "envoy", "render.sh"), template],
+                           env=env, stdout=f, check=True)
+        cmd = [envoy_bin(), "-c", cfg, "--concurrency", str(self.concurrency),
+               "--use-dynamic-base-id", "--log-level", "info"]
         if self.log == "file":
-            cmd += ["--log-path", os.path.join(work, f"envoy-{self.key}.log")]
-        return cmd, None
+            cmd += ["--log-path", os.path.join(work, f"envoy-{tag}.log")]
+        return self.pin(cmd), env
 
-    def start(self, work, upstream):
-        """Starts the proxy STARTS times (timing each), keeps the last one."""
-        for i in range(STARTS):
+    def start(self, work, upstream, starts=STARTS):
+        """Starts the proxy `starts` times (timing each), keeps the last one."""
+        for i in range(starts):
             self.port, admin = free_port(), free_port()
             cmd, env = self.command(work, self.port, admin, upstream)
             proc = Proc(cmd, os.path.join(work, f"{self.key}.log"), env)
@@ -321,7 +473,7 @@ class Variant:
                 self.unavailable = f"{why} within {READY_TIMEOUT:.0f}s: {proc.tail()}"
                 return
             self.ready.append(took)
-            if i + 1 < STARTS:
+            if i + 1 < starts:
                 proc.stop()
             else:
                 self.proc = proc
@@ -360,10 +512,10 @@ def test_host_bin():
     return os.environ.get("TEST_HOST_BIN") or os.path.join(ROOT, "target", "release", "test-host")
 
 
-def wrk(port, seconds, script):
-    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s",
+def wrk(port, seconds, script, connections=CONNECTIONS):
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
            "--timeout", "5s", "-s", script, f"http://127.0.0.1:{port}/bench"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     for line in out.stdout.splitlines():
         if line.startswith("BENCH "):
             return json.loads(line[6:])
@@ -408,14 +560,19 @@ def perf_split(v, work, script):
     return split or None
 
 
-def measure_round(v, seconds, script):
+def measure_round(v, seconds, script, connections=CONNECTIONS):
     pid = v.proc.pid
     before = cpu_ticks(pid)
-    r = wrk(v.port, seconds, script)
+    t0 = time.monotonic()
+    with RssPeak([pid]) as peak:
+        r = wrk(v.port, seconds, script, connections)
+    wall = time.monotonic() - t0
     after = cpu_ticks(pid)
     reqs = max(r["requests"], 1)
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     r["cpu_us"] = (after - before) / TICKS * 1e6 / reqs
+    r["cores"] = (after - before) / TICKS / wall
+    r["rss_peak_kib"] = peak.peak[pid]
     r["errors"] = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
     return r
 
@@ -429,10 +586,10 @@ def build(variants):
     run(["make", "--no-print-directory", "-C", ROOT, "wasm", "fixtures"], check=True)
     run(["cargo", "build", "--release", "-p", "echo-upstream"], check=True)
     d = variants.get("d")
-    if d and not os.environ.get("TEST_HOST_BIN"):
+    if (d or "workers" in PHASES) and not os.environ.get("TEST_HOST_BIN"):
         r = run(["cargo", "build", "--release", "-p", "test-host"],
                 capture_output=True, text=True)
-        if r.returncode != 0:
+        if r.returncode != 0 and d:
             errs = [ln for ln in r.stderr.splitlines() if ln.startswith("error")]
             d.unavailable = "test-host does not build: " + (errs[0] if errs else "cargo failed")
 
@@ -457,136 +614,330 @@ def machine():
     envoy = version([envoy_bin(), "--version"])
     m = re.search(r"/(\d+\.\d+\.\d+)/", envoy)
     wrk_v = version(["sh", "-c", "wrk -v 2>&1 | head -1"])
+    nginx_v = version(["sh", "-c", "nginx -v 2>&1"]) if shutil.which("nginx") else "no nginx"
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "kernel": platform.release(),
         "envoy": m.group(1) if m else envoy,
         "wrk": wrk_v.split(" [")[0],
+        "nginx": nginx_v.replace("nginx version: ", ""),
         "rustc": version(["rustc", "--version"]),
+        "load": os.getloadavg(),
     }
 
 
-def fmt_range(xs, f="{:.0f}"):
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def rng(xs, f="{:.0f}"):
+    """median (min–max)"""
+    if not xs:
+        return "-"
     return f"{f.format(statistics.median(xs))} ({f.format(min(xs))}–{f.format(max(xs))})"
 
+
+def paired(va, vb, fn):
+    """fn(round of a, round of b) over the rounds both ran (paired: the same
+    round of the alternation, seconds apart)."""
+    return [fn(x, y) for x, y in zip(va.rounds, vb.rounds)]
+
+
+def alternate(vs, rounds, seconds, script, connections, store, tag):
+    """`rounds` rounds, the variants alternating; each round's result is
+    appended to store[v.key]."""
+    for i in range(rounds):
+        for v in vs:
+            if v.unavailable or not v.proc:
+                continue
+            if not v.proc.alive():
+                v.unavailable = f"exited during {tag} round {i + 1}: {v.proc.tail()}"
+                continue
+            try:
+                r = measure_round(v, seconds, script, connections)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                log(f"({v.key}) {tag} round {i + 1} failed: {e}")
+                continue
+            store.setdefault(v.key, []).append(r)
+            log(f"{tag} round {i + 1}/{rounds} ({v.key}): {r['rps']:.0f} req/s, "
+                f"p99 {r['p99_us'] / 1000:.2f} ms, {r['cpu_us']:.1f} µs CPU/req, "
+                f"{r['errors']} errors")
+
+
+def start_checked(v, work, upstream, starts=STARTS):
+    log(f"({v.key}) starting {v.label} x{starts}")
+    v.start(work, upstream, starts)
+    if v.unavailable:
+        log(f"({v.key}) not available: {v.unavailable}")
+        return False
+    if v.signs:
+        status, problem = token_check(v.port)
+        v.check = problem or "pass"
+    else:
+        status, _ = post_once(v.port)
+    log(f"({v.key}) ready in {[round(t * 1000) for t in v.ready]} ms; POST -> {status}"
+        + (f"; tokens: {v.check}" if v.check else ""))
+    if status != 200:
+        v.unavailable = f"a POST through it got {status}, not 200"
+        v.stop()
+        return False
+    return True
+
+
+def body_script(work, size):
+    path = os.path.join(work, f"post-{size}.lua")
+    with open(os.path.join(BENCH, "post.lua")) as f:
+        text = f.read()
+    text = re.sub(r"wrk\.body = '[^']*'", f'wrk.body = string.rep("x", {size})', text)
+    text = text.replace('"application/json"', '"application/octet-stream"')
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def parse_size(s):
+    m = re.fullmatch(r"(\d+)\s*(B|KiB|MiB)?", s)
+    if not m:
+        sys.exit(f"bench: BODY_SIZES: {s!r} is not like 1KiB, 1MiB, 100MiB")
+    return int(m.group(1)) * {"B": 1, None: 1, "KiB": 1024, "MiB": 1 << 20}[m.group(2)]
+
+
+def stream_post(port, size, deadline):
+    """One POST of `size` bytes sent in 64 KiB pieces by a thread while this
+    one reads the echoed body (neither side ever holds it whole). Returns
+    seconds, or None when it failed or passed the deadline."""
+    piece = b"x" * 65536
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    t0 = time.monotonic()
+    c.putrequest("POST", "/bench-body")
+    c.putheader("content-type", "application/octet-stream")
+    c.putheader("content-length", str(size))
+    c.endheaders()
+    failed = []
+
+    def send():
+        try:
+            left = size
+            while left > 0 and time.monotonic() < deadline:
+                n = min(left, len(piece))
+                c.sock.sendall(piece[:n])
+                left -= n
+        except OSError as e:
+            failed.append(e)
+
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    got = 0
+    try:
+        r = c.getresponse()
+        while time.monotonic() < deadline:
+            b = r.read(1 << 20)
+            if not b:
+                break
+            got += len(b)
+    except (OSError, http.client.HTTPException) as e:
+        failed.append(e)
+    t.join(5)
+    c.close()
+    if failed or got != size:
+        log(f"stream POST of {size} bytes: got {got} back, {failed[:1]}")
+        return None
+    return time.monotonic() - t0
+
+
+def body_round(v, echo, size, label, work):
+    """Throughput and peak RSS for one body size through one proxy."""
+    pid = v.proc.pid
+    idle = rss_kib(pid), rss_kib(echo.pid)
+    if size <= 64 * 1024:
+        before = cpu_ticks(pid)
+        with RssPeak([pid, echo.pid]) as peak:
+            r = wrk(v.port, SCALE_DURATION, body_script(work, size), CONNECTIONS)
+        reqs = max(r["requests"], 1)
+        rps = r["requests"] / (r["duration_us"] / 1e6)
+        out = {"client": f"wrk -c{CONNECTIONS} -d{SCALE_DURATION}s", "requests": r["requests"],
+               "rps": rps, "mib_s": rps * size / (1 << 20),
+               "cpu_us": (cpu_ticks(pid) - before) / TICKS * 1e6 / reqs,
+               "errors": r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]}
+    else:
+        count, limit = (3, 60.0) if size >= (64 << 20) else (50, 20.0)
+        deadline = time.monotonic() + limit
+        times, errors = [], 0
+        before = cpu_ticks(pid)
+        with RssPeak([pid, echo.pid]) as peak:
+            for _ in range(count):
+                if time.monotonic() >= deadline:
+                    break
+                t = stream_post(v.port, size, deadline)
+                if t is None:
+                    errors += 1
+                else:
+                    times.append(t)
+        n = max(len(times), 1)
+        out = {"client": f"streaming client, 1 connection, up to {count} POSTs in {limit:.0f} s",
+               "requests": len(times), "rps": n / sum(times) if times else 0,
+               "mib_s": (size * len(times) / (1 << 20)) / sum(times) if times else 0,
+               "cpu_us": (cpu_ticks(pid) - before) / TICKS * 1e6 / n, "errors": errors}
+    out.update(label=label, idle_kib=idle[0], peak_kib=peak.peak[pid],
+               echo_idle_kib=idle[1], echo_peak_kib=peak.peak[echo.pid])
+    log(f"body {label} ({v.key}): {out['mib_s']:.1f} MiB/s, proxy RSS {idle[0] / 1024:.1f} -> "
+        f"{out['peak_kib'] / 1024:.1f} MiB, echo {idle[1] / 1024:.1f} -> "
+        f"{out['echo_peak_kib'] / 1024:.1f} MiB, {out['errors']} errors")
+    return out
+
+
+# --- profile (callgrind) ---------------------------------------------------
+
+def callgrind_parse(path):
+    """Self instructions per `file:function` (inlined code under its own
+    file, as callgrind_annotate shows it) and calls per callee of a
+    callgrind output file (names compressed as `(id) name`)."""
+    fns, files, selfc, calls = {}, {}, {}, {}
+    fn = cfn = None
+    fl = cur = ""
+    after_calls = False
+
+    def name(table, v):
+        m = re.match(r"\((\d+)\)(?:\s+(.*))?$", v)
+        if not m:
+            return v
+        if m.group(2) is not None:
+            table[m.group(1)] = m.group(2)
+        return table.get(m.group(1), v)
+
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("fn="):
+                fn = name(fns, line[3:].strip())
+                cur = fl
+            elif line.startswith("fl="):
+                fl = cur = name(files, line[3:].strip())
+            elif line.startswith(("fi=", "fe=")):
+                cur = name(files, line[3:].strip())
+            elif line.startswith("cfn="):
+                cfn = name(fns, line[4:].strip())
+            elif line.startswith(("cfi=", "cfl=")):
+                name(files, line[4:].strip())
+            elif line.startswith("calls="):
+                calls[cfn] = calls.get(cfn, 0) + int(line[6:].split()[0])
+                after_calls = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                parts = line.split()
+                if len(parts) >= 2:
+                    if after_calls:
+                        after_calls = False
+                    else:
+                        key = f"{cur}:{fn}"
+                        selfc[key] = selfc.get(key, 0) + int(parts[1])
+    return selfc, calls
+
+
+def callgrind(cmd, out):
+    r = run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd],
+            capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(f"valgrind failed: {r.stderr.strip()[-300:]}")
+    return callgrind_parse(out)
+
+
+HOSTCALL = re.compile(r"test_host::hostcalls::(\w+)::(proxy_\w+|random_get|fd_write|"
+                      r"clock_time_get|environ_\w+)$")
+GUEST_ALLOC = "test_host::hostcalls::memory::return_bytes"
+
+
+def profile_phase(work):
+    """Deterministic instruction counts (valgrind's callgrind): per POST
+    through the test host (guest code compiled by wasmtime/cranelift, plus
+    hostcalls), ours and the no-op, by the difference of two runs; and where
+    signing goes natively."""
+    if not shutil.which("valgrind"):
+        return {"unavailable": "valgrind is not installed (apt-get install valgrind)"}
+    res = {}
+    r = run(["cargo", "build", "-p", "jwt-proxy-tests", "--example", "filter_profile"],
+            capture_output=True, text=True)
+    if r.returncode != 0:
+        return {"unavailable": "tests/examples/filter_profile.rs does not build"}
+    harness = os.path.join(ROOT, "target", "debug", "examples", "filter_profile")
+    n1, n2 = 20, 220
+    for key, wasm, cfg in (("c", FILTER_WASM, FILTER_CONFIG), ("b", NOOP_WASM, "-")):
+        a_self, a_calls = callgrind([harness, wasm, cfg, str(n1)],
+                                    os.path.join(work, f"cg-{key}-{n1}.out"))
+        b_self, b_calls = callgrind([harness, wasm, cfg, str(n2)],
+                                    os.path.join(work, f"cg-{key}-{n2}.out"))
+        per = float(n2 - n1)
+        guest = sum(v for k, v in b_self.items() if k.split(":")[-1].startswith("0x")) - \
+            sum(v for k, v in a_self.items() if k.split(":")[-1].startswith("0x"))
+        hc = {}
+        for k in set(a_calls) | set(b_calls):
+            m = HOSTCALL.search(k or "")
+            if m or k == GUEST_ALLOC:
+                d = (b_calls.get(k, 0) - a_calls.get(k, 0)) / per
+                if d > 0.005:
+                    hc[m.group(2) if m else "guest allocation (proxy_on_memory_allocate)"] = d
+        res[key] = {"guest": guest / per, "hostcalls": hc}
+        log(f"profile ({key}): {guest / per:.0f} guest instructions per POST, hostcalls {hc}")
+    # Where signing goes: natively, the filter's crates at the Wasm build's
+    # opt-level ("z"), symbols kept, in a target directory of its own.
+    tdir = os.path.join(ROOT, "target", "bench-profile")
+    r = run(["cargo", "build", "--release", "-p", "jwt-filter", "--example", "sign_profile",
+             "--config", "profile.release.strip=false", "--config", "profile.release.debug=1",
+             "--config", "profile.release.package.jwt-filter.strip=false"],
+            env=dict(os.environ, CARGO_TARGET_DIR=tdir), capture_output=True, text=True)
+    if r.returncode == 0:
+        exe = os.path.join(tdir, "release", "examples", "sign_profile")
+        s1, _ = callgrind([exe, "1000"], os.path.join(work, "cg-sign-1000.out"))
+        s2, _ = callgrind([exe, "3000"], os.path.join(work, "cg-sign-3000.out"))
+        groups = {"SHA-512 (HMAC: compress512)": r"sha2::|sha512|digest::|block_buffer|hmac",
+                  "base64url": r"base64", "hex (jti)": r"hex::",
+                  "formatting (iat, date: core::fmt)": r"core::fmt|fmt::",
+                  "allocation and copies": r"malloc|free|memcpy|memmove|realloc|reserve|alloc::"}
+        split = {}
+        for k in set(s1) | set(s2):
+            d = (s2.get(k, 0) - s1.get(k, 0)) / 2000.0
+            g = next((g for g, pat in groups.items() if re.search(pat, k or "")), "the rest")
+            split[g] = split.get(g, 0) + d
+        res["sign"] = split
+    return res
+
+
+# --- report ------------------------------------------------------------------
 
 def summarise(v):
     rs = v.rounds
     return {
-        "rps": statistics.median([r["rps"] for r in rs]),
-        "rps_min": min(r["rps"] for r in rs),
-        "rps_max": max(r["rps"] for r in rs),
-        "p50_ms": statistics.median([r["p50_us"] for r in rs]) / 1000,
-        "p99_ms": statistics.median([r["p99_us"] for r in rs]) / 1000,
-        "cpu_us": statistics.median([r["cpu_us"] for r in rs]),
+        "rps": med([r["rps"] for r in rs]),
+        "p50_ms": med([r["p50_us"] for r in rs]) / 1000,
+        "p99_ms": med([r["p99_us"] for r in rs]) / 1000,
+        "cpu_us": med([r["cpu_us"] for r in rs]),
         "errors": sum(r["errors"] for r in rs),
-        "requests": sum(r["requests"] for r in rs),
         "rss_mib": v.rss / 1024 if v.rss else None,
-        "ready_ms": statistics.median(v.ready) * 1000 if v.ready else None,
+        "ready_ms": med(v.ready) * 1000 if v.ready else None,
     }
 
 
-# What our filter does per signed POST, in hostcalls (filter/src/filter.rs):
-# header values copied into the guest (:method, :path, :status), cheap calls
-# (the clock x2, the token's replace, the response's Connection read, two
-# counters) and the log line. Keep in step with the filter.
-VALUE_READS, CHEAP_CALLS, LOG_CALLS = 3, 6, 1
-
-
-def explain(s, variants, probes, splits):
-    """Why the targets are (not) met, from this run's figures."""
-    if not all(k in s for k in ("a", "b", "c")):
-        return []
-    a, b, c = s["a"], s["b"], s["c"]
-    out = ["", "## Where the cost comes from (computed from this run)", ""]
-    out.append(f"- The floor: the no-op Wasm filter alone adds {b['cpu_us'] - a['cpu_us']:+.1f} µs "
-               f"of CPU per request (b/a req/s {b['rps'] / a['rps']:.2f}), start-to-ready "
-               + (f"{b['ready_ms'] - a['ready_ms']:+.0f} ms" if b["ready_ms"] and a["ready_ms"]
-                  else "-")
-               + " and RSS "
-               + (f"{b['rss_mib'] - a['rss_mib']:+.1f} MiB" if b["rss_mib"] and a["rss_mib"]
-                  else "-")
-               + ". Targets for the whole filter that sit below the floor (+5 µs, c/a ≥ 0.90, "
-               "+60 ms, +20 MiB, where the floor exceeds them) cannot be met by any Wasm filter "
-               "on this machine; what is ours is the distance from (b) to (c).")
-    out.append(f"- Ours over the no-op: {c['cpu_us'] - b['cpu_us']:+.1f} µs per request, "
-               f"start-to-ready "
-               + (f"{c['ready_ms'] - b['ready_ms']:+.0f} ms" if c["ready_ms"] and b["ready_ms"]
-                  else "-")
-               + ", RSS "
-               + (f"{c['rss_mib'] - b['rss_mib']:+.1f} MiB" if c["rss_mib"] and b["rss_mib"]
-                  else "-") + ".")
-    per = {v.probe: (s[v.key]["cpu_us"] - b["cpu_us"]) / PROBE_CALLS for v in probes}
-    if "get-header" in per:
-        cheap = [per[k] for k in ("remove-header", "time", "metric") if k in per]
-        cheap_each = statistics.mean(cheap) if cheap else 0.0
-        parts = [f"{VALUE_READS} header reads × {per['get-header']:.2f} = "
-                 f"{VALUE_READS * per['get-header']:.1f} µs (Envoy copies each value into the "
-                 "guest by calling the guest's allocator, a second crossing)",
-                 f"{CHEAP_CALLS} cheap hostcalls × ~{cheap_each:.2f} = "
-                 f"{CHEAP_CALLS * cheap_each:.1f} µs"]
-        if "log" in per:
-            parts.append(f"the log line ≈ {LOG_CALLS * per['log']:.1f} µs")
-        out.append("- Hostcalls (probe figures): " + "; ".join(parts) + ".")
-    sp = dict(splits)
-    if "b" in sp and "c" in sp:
-        def us(k, name):
-            return sp[k].split.get(name, 0) * s[k]["cpu_us"] / 100
-        out.append(
-            f"- perf: the Wasm code itself (V8-compiled: SHA-512, base64, JSON, the SDK's "
-            f"dispatch) takes {us('c', 'Wasm code (V8 JIT)'):.1f} µs per request in (c) against "
-            f"{us('b', 'Wasm code (V8 JIT)'):.1f} µs in (b); Envoy's own code "
-            f"{us('c', 'Envoy') - us('b', 'Envoy'):+.1f} µs and the kernel "
-            f"{us('c', 'kernel') - us('b', 'kernel'):+.1f} µs over (b): the hostcalls above, "
-            "and carrying the 330-byte token to the upstream (and the echo's copy of it back).")
-    if "e" in s:
-        out.append(f"- Envoy's log on stderr instead of a file costs "
-                   f"{s['e']['cpu_us'] - c['cpu_us']:+.1f} µs per request ((e) − (c)).")
-    if "c3" in s:
-        diffs = [r3["cpu_us"] - rc["cpu_us"]
-                 for r3, rc in zip(variants["c3"].rounds, variants["c"].rounds)]
-        out.append(f"- Trimming the body and trailer callback exports (`make wasm`): (c3) − (c) "
-                   f"= {statistics.median(diffs):+.1f} µs per request, the median of the "
-                   f"rounds' paired differences ({min(diffs):+.1f} to {max(diffs):+.1f}; "
-                   "each round runs both a minute apart): two fewer calls into the guest per "
-                   "POST (request and response body).")
-    if "c2" in s:
-        out.append(f"- `wasm-opt -Oz` (optional): {s['c2']['cpu_us'] - c['cpu_us']:+.1f} µs per "
-                   "request, start-to-ready "
-                   + (f"{s['c2']['ready_ms'] - c['ready_ms']:+.0f} ms" if s["c2"]["ready_ms"]
-                      and c["ready_ms"] else "-") + " against (c).")
-    return out
-
-
-def report(variants, mach, started, upstream_cpu):
-    s = {k: summarise(v) for k, v in variants.items() if v.rounds and not v.unavailable}
-    size = lambda p: os.path.getsize(p) if os.path.exists(p) else 0  # noqa: E731
-    cmd = f"make bench  (ROUNDS={ROUNDS} DURATION={DURATION})"
+def main_tables(variants, s, cmd):
     lines = [
-        "# Benchmarks",
+        "## The filter's cost, and nginx doing the same job",
         "",
-        "Written by `make bench` (`tests/bench/bench.py`); do not edit by hand. What the jwt",
-        "filter costs inside Envoy, measured against the same Envoy without it, in one run with",
-        "alternating rounds (a b c d e a b c d e ...). All proxies forward to the same hyper",
-        "echo upstream (release build) on 127.0.0.1. Envoy writes its log (the filter's",
-        "per-request lines) to a `--log-path` file, buffered, except in (e), where it writes",
-        "to stderr, its default: one unbuffered write per line.",
+        f"Command: `{cmd}`. wrk `-t1 -c{CONNECTIONS}`, POST with the {len(POST_BODY)}-byte "
+        f"JSON body of `tests/bench/post.lua`, {ROUNDS} rounds of {DURATION} s per variant "
+        f"after a {WARMUP} s warm-up, the variants alternating round by round; proxy pinned to "
+        f"CPU {PROXY_CPU}, wrk and the echo upstream to CPU {LOAD_CPU}; Envoy `--concurrency 1`, "
+        "test host `--workers 1`, nginx one worker process. Envoy renders `envoy/envoy.yaml` "
+        "through `envoy/render.sh` as `make run` does (its edge duties: `Via`, "
+        "`X-Forwarded-For`, `x-envoy-*` stripped, the connection cap and timeouts; the filter "
+        "from a watched file; `--log-path`); (a) is that rendering with a native filter adding "
+        "one static header in place of ours, (b) with the no-op Wasm filter. nginx does none "
+        "of the edge duties.",
         "",
-        f"- Date: {started:%Y-%m-%d %H:%M} UTC",
-        f"- Command: `{cmd}`",
-        f"- Machine: {mach['nproc']} CPUs, {mach['cpu']}, Linux {mach['kernel']}; "
-        f"Envoy {mach['envoy']} (V8); {mach['wrk']}; {mach['rustc']}",
-        f"- Load: `wrk -t1 -c{CONNECTIONS} -d{DURATION}s -s tests/bench/post.lua` (POST, "
-        f"{len(POST_BODY)}-byte JSON body), {ROUNDS} rounds of {DURATION} s per variant after a "
-        f"{WARMUP} s warm-up; proxy pinned to CPU {PROXY_CPU} (`taskset`), wrk and upstream to "
-        f"CPU {LOAD_CPU}; Envoy `--concurrency 1`, test host `--workers 1`.",
-        "- req/s: median of rounds (min–max); p50/p99: median of the rounds' wrk percentiles; "
-        "CPU: the proxy's utime+stime (all threads) over the round / requests, median of rounds; "
-        "RSS: VmRSS after the rounds; ready: process start until the listener answers an HTTP "
-        f"request, median of {STARTS} starts.",
+        "Columns: median over rounds, (min–max) the spread over rounds. CPU: the proxy's "
+        "utime+stime (all threads) over a round / its requests. RSS: VmRSS after the rounds. "
+        f"Ready: process start until the listener answers HTTP, median of {STARTS} starts. "
+        "Tokens: the same check for every signer (HS512 with the filter's key; header, claim "
+        "names, types and values; a client's own `x-my-jwt` replaced; distinct jtis).",
         "",
-        "| variant | req/s | p50 ms | p99 ms | proxy CPU µs/req | RSS MiB | start-to-ready ms | errors |",
+        "| variant | req/s | p99 ms | proxy CPU µs/req | RSS MiB | ready ms | tokens | errors |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for k, v in variants.items():
@@ -595,83 +946,279 @@ def report(variants, mach, started, upstream_cpu):
                          "| | | | | | |")
             continue
         x = s[k]
-        rps = f"{x['rps']:.0f} ({x['rps_min']:.0f}–{x['rps_max']:.0f})"
+        rs = v.rounds
         rss = f"{x['rss_mib']:.1f}" if x["rss_mib"] else "-"
         ready = f"{x['ready_ms']:.0f}" if x["ready_ms"] is not None else "-"
-        lines.append(f"| ({k}) {v.label} | {rps} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
-                     f"{x['cpu_us']:.1f} | {rss} | {ready} | {x['errors']} |")
-    lines += ["", "| ratio | value | target |", "|---|---|---|"]
+        lines.append(
+            f"| ({k}) {v.label} | {rng([r['rps'] for r in rs])} | "
+            f"{rng([r['p99_us'] / 1000 for r in rs], '{:.2f}')} | "
+            f"{rng([r['cpu_us'] for r in rs], '{:.1f}')} | {rss} | {ready} | "
+            f"{v.check or '-'} | {x['errors']} |")
+    return lines
 
-    def ratio(name, num, den, target, ok):
-        if num in s and den in s:
-            val = s[num]["rps"] / s[den]["rps"]
-            lines.append(f"| {name} req/s | {val:.3f} | {target} {'met' if ok(val) else 'NOT met'} |"
-                         if target else f"| {name} req/s | {val:.3f} | |")
 
-    ratio("c/a", "c", "a", "≥ 0.90:", lambda r: r >= 0.90)
-    ratio("c/b", "c", "b", "", None)
-    ratio("b/a", "b", "a", "", None)
-    ratio("d/c", "d", "c", "≥ 0.5:", lambda r: r >= 0.5)
-    if "a" in s:
-        a = s["a"]
-        for k, name in (("b", "no-op filter"), ("c", "our filter")):
-            if k in s:
-                lines.append(f"| CPU added by {name} (({k}) − (a)) | "
-                             f"{s[k]['cpu_us'] - a['cpu_us']:+.1f} µs/req | "
-                             + ("≤ 5 µs: " + ("met" if s[k]["cpu_us"] - a["cpu_us"] <= 5 else "NOT met")
-                                if k == "c" else "") + " |")
-        if "b" in s and "c" in s and s["b"]["cpu_us"] > a["cpu_us"]:
-            r = (s["c"]["cpu_us"] - a["cpu_us"]) / (s["b"]["cpu_us"] - a["cpu_us"])
-            lines.append(f"| CPU added, ours / no-op's | {r:.2f}× | "
-                         f"≤ 1.5×: {'met' if r <= 1.5 else 'NOT met'} |")
-        if "c" in s and s["c"]["ready_ms"] is not None and a["ready_ms"] is not None:
-            d = s["c"]["ready_ms"] - a["ready_ms"]
-            lines.append(f"| start-to-ready, (c) − (a) | {d:+.0f} ms | "
-                         f"≤ +60 ms: {'met' if d <= 60 else 'NOT met'} |")
-        if "c" in s and s["c"]["rss_mib"] and a["rss_mib"]:
-            d = s["c"]["rss_mib"] - a["rss_mib"]
-            lines.append(f"| RSS, (c) − (a) | {d:+.1f} MiB | "
-                         f"≤ +20 MiB: {'met' if d <= 20 else 'NOT met'} |")
-    fw, nw = size(FILTER_WASM), size(NOOP_WASM)
-    lines.append(f"| jwt_filter.wasm | {fw} bytes ({fw / 1024:.1f} KiB) | "
-                 f"≤ 150 KB: {'met' if fw <= 150_000 else 'NOT met'} |")
-    lines.append(f"| noop_filter.wasm | {nw} bytes ({nw / 1024:.1f} KiB) | |")
-    if "c2" in variants and os.path.exists(variants["c2"].wasm):
-        ow = size(variants["c2"].wasm)
-        lines.append(f"| jwt_filter.wasm after `wasm-opt -Oz` (optional) | {ow} bytes "
-                     f"({ow / 1024:.1f} KiB) | ≤ 150 KB: {'met' if ow <= 150_000 else 'NOT met'} |")
+def ratio_tables(variants, s):
+    lines = ["", "### Paired differences (each round of one variant against the same round of "
+             "the other, seconds apart)", "",
+             "Median of the per-round values (min–max over rounds); the figure to decide on. "
+             "`met` / `NOT met` compare the median.", "",
+             "| quantity | paired median (min–max) | target |", "|---|---|---|"]
+    have = lambda *ks: all(k in s for k in ks)  # noqa: E731
+    for num, den, label in (("c", "a", "ours / Envoy alone"), ("b", "a", "no-op / Envoy alone"),
+                            ("c", "b", "ours / no-op"), ("d", "c", "test host / Envoy, ours"),
+                            ("n2", "n1", "nginx + Lua / nginx alone"),
+                            ("a", "n1", "Envoy alone / nginx alone"),
+                            ("c", "n2", "Envoy + ours / nginx + Lua")):
+        if have(num, den):
+            xs = paired(variants[num], variants[den], lambda x, y: x["rps"] / y["rps"])
+            lines.append(f"| req/s ({num})/({den}), {label} | {rng(xs, '{:.3f}')} | |")
+    added = {}
+    for num, den, label in (("b", "a", "no-op Wasm filter over Envoy alone"),
+                            ("c", "a", "our filter over Envoy alone"),
+                            ("c", "b", "our filter over the no-op"),
+                            ("n2", "n1", "nginx + Lua signer over nginx alone"),
+                            ("e", "c", "Envoy's log on stderr instead of a file"),
+                            ("c3", "c", "untrimmed module (body, trailer callbacks exported)")):
+        if have(num, den):
+            xs = paired(variants[num], variants[den], lambda x, y: x["cpu_us"] - y["cpu_us"])
+            added[(num, den)] = xs
+            lines.append(f"| CPU µs/req added, ({num}) − ({den}), {label} | "
+                         f"{rng(xs, '{:+.1f}')} | |")
+    if ("c", "a") in added and ("b", "a") in added:
+        ours, noop = med(added[("c", "a")]), med(added[("b", "a")])
+        per = [x / y for x, y in zip(added[("c", "a")], added[("b", "a")]) if y > 0.5]
+        val = ours / noop if noop > 0 else float("inf")
+        lines.append(f"| CPU added, ours / no-op's (ratio of the medians above; per round "
+                     f"{rng(per, '{:.2f}') if per else '-'}) | {val:.2f}× | ≤ 2×: "
+                     f"{'met' if val <= 2 else 'NOT met'} |")
+    if ("c", "a") in added and ("n2", "n1") in added:
+        xs = [x - y for x, y in zip(added[("c", "a")], added[("n2", "n1")])]
+        lines.append(f"| CPU added by ours − added by nginx's Lua signer, ((c) − (a)) − "
+                     f"((n2) − (n1)) | {rng(xs, '{:+.1f}')} µs | ≤ 0: "
+                     f"{'met' if med(xs) <= 0 else 'NOT met'} |")
+    if have("c", "a") and s["c"]["ready_ms"] is not None and s["a"]["ready_ms"] is not None:
+        lines.append(f"| start-to-ready, (c) − (a) | {s['c']['ready_ms'] - s['a']['ready_ms']:+.0f}"
+                     " ms | |")
+    if have("c", "a") and s["c"]["rss_mib"] and s["a"]["rss_mib"]:
+        lines.append(f"| RSS, (c) − (a) | {s['c']['rss_mib'] - s['a']['rss_mib']:+.1f} MiB | |")
+    size = lambda p: os.path.getsize(p) if os.path.exists(p) else 0  # noqa: E731
+    lines.append(f"| jwt_filter.wasm | {size(FILTER_WASM)} bytes | |")
+    lines.append(f"| noop_filter.wasm | {size(NOOP_WASM)} bytes | |")
     probes = [v for v in variants.values() if v.probe and v.key in s]
     if probes and "b" in s:
-        lines += ["", f"What one hostcall costs (the probe fixture: the no-op repeating it "
-                  f"{PROBE_CALLS} times per request, against (b) in the same run):", "",
+        lines += ["", f"What one hostcall costs in Envoy (the probe fixture: the no-op repeating "
+                  f"it {PROBE_CALLS} times per request; paired against (b)):", "",
                   "| hostcall | CPU µs per call |", "|---|---|"]
         for v in probes:
-            per = (s[v.key]["cpu_us"] - s["b"]["cpu_us"]) / PROBE_CALLS
-            lines.append(f"| {PROBE_LABELS[v.probe]} | {per:+.2f} |")
+            xs = paired(v, variants["b"], lambda x, y: (x["cpu_us"] - y["cpu_us"]) / PROBE_CALLS)
+            lines.append(f"| {PROBE_LABELS[v.probe]} | {rng(xs, '{:+.2f}')} |")
     splits = [(k, variants[k]) for k in ("b", "c") if k in s and variants[k].split]
     if splits:
         names = ["Wasm code (V8 JIT)", "Envoy", "kernel", "libc", "other"]
         lines += ["", "Where the proxy's CPU goes (`perf record -e cpu-clock` over one more "
-                  f"{DURATION} s load; share of samples × CPU µs/req):", "",
-                  "| variant | " + " | ".join(names) + " |",
-                  "|---|" + "---|" * len(names)]
+                  f"{DURATION} s load; share of samples × median CPU µs/req):", "",
+                  "| variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for k, v in splits:
             cpu = s[k]["cpu_us"]
-            cells = [f"{v.split.get(n, 0):.1f}% = {v.split.get(n, 0) * cpu / 100:.1f} µs"
-                     for n in names]
-            lines.append(f"| ({k}) | " + " | ".join(cells) + " |")
-    lines += explain(s, variants, probes, splits)
-    lines += ["", "Per-round req/s (in run order):", ""]
+            lines.append(f"| ({k}) | " + " | ".join(
+                f"{v.split.get(n, 0):.1f}% = {v.split.get(n, 0) * cpu / 100:.1f} µs"
+                for n in names) + " |")
+    lines += ["", "Per-round req/s, in run order:", ""]
     for k, v in variants.items():
         if v.rounds:
             lines.append(f"- ({k}): " + ", ".join(f"{r['rps']:.0f}" for r in v.rounds))
-    if upstream_cpu is not None:
-        lines += ["", f"The echo upstream used {upstream_cpu:.1f} µs CPU per request (all rounds)."]
+    return lines
+
+
+def scale_tables(res):
+    lines = []
+    conn = res.get("connections")
+    if conn:
+        lines += ["", "## Concurrent connections", "",
+                  f"Command: `make bench` phase `connections` (`SCALE_CONNECTIONS="
+                  f"{','.join(map(str, SCALE_CONNECTIONS))} SCALE_ROUNDS={SCALE_ROUNDS} "
+                  f"SCALE_DURATION={SCALE_DURATION}`): wrk `-t1 -c<N>` on the same small POST, "
+                  "the proxies of the main table still running (one core, one worker), "
+                  f"{SCALE_ROUNDS} alternating rounds per level. Open files: soft limit raised "
+                  f"to {NOFILE}; Envoy `MAX_CONNECTIONS={ENVOY_MAX_CONNECTIONS}`, nginx "
+                  f"`worker_connections {2 * CONN_CAP}`. RSS: the proxy's peak VmRSS during the "
+                  "level's rounds (sampled every 50 ms). Medians (min–max) over rounds.", "",
+                  "| variant | connections | req/s | p99 ms | peak RSS MiB | errors |",
+                  "|---|---|---|---|---|---|"]
+        for (label, n), rs in conn["rows"]:
+            if isinstance(rs, str):
+                lines.append(f"| {label} | {n} | {rs} | | | |")
+                continue
+            lines.append(f"| {label} | {n} | {rng([r['rps'] for r in rs])} | "
+                         f"{rng([r['p99_us'] / 1000 for r in rs], '{:.1f}')} | "
+                         f"{max(r['rss_peak_kib'] for r in rs) / 1024:.1f} | "
+                         f"{sum(r['errors'] for r in rs)} |")
+    conc = res.get("concurrency")
+    if conc:
+        lines += ["", "## Envoy worker threads: `--concurrency` 1 and 2", "",
+                  f"Command: `make bench` phase `concurrency` ({conc['rounds']} alternating "
+                  f"rounds of {DURATION} s, wrk `-t1 -c{CONNECTIONS}` on CPU {LOAD_CPU}): Envoy + "
+                  f"our filter, `--concurrency 1` pinned to CPU {PROXY_CPU}, `--concurrency 2` "
+                  "on both CPUs, which wrk and the echo upstream share on this 2-core machine. "
+                  "Cores: the proxy's CPU seconds per second of the round; req/s per core = "
+                  "req/s / cores.", "",
+                  "| variant | req/s | proxy cores used | req/s per core | CPU µs/req | p99 ms |",
+                  "|---|---|---|---|---|---|"]
+        for label, rs in conc["rows"]:
+            if isinstance(rs, str):
+                lines.append(f"| {label} | {rs} | | | | |")
+                continue
+            lines.append(f"| {label} | {rng([r['rps'] for r in rs])} | "
+                         f"{rng([r['cores'] for r in rs], '{:.2f}')} | "
+                         f"{rng([r['rps'] / max(r['cores'], 1e-3) for r in rs])} | "
+                         f"{rng([r['cpu_us'] for r in rs], '{:.1f}')} | "
+                         f"{rng([r['p99_us'] / 1000 for r in rs], '{:.2f}')} |")
+    bodies = res.get("bodies")
+    if bodies:
+        lines += ["", "## Body sizes", "",
+                  f"Command: `make bench` phase `bodies` (`BODY_SIZES={','.join(BODY_SIZES)}`): "
+                  "POSTs of that many bytes through each proxy of the main table, echoed back "
+                  "whole by the upstream. Up to 64 KiB the load is wrk; larger bodies come from "
+                  "a streaming client (a thread sends 64 KiB pieces while another reads the "
+                  "echo, so neither holds the body). MiB/s: request body bytes per second "
+                  "(the same again flows back). RSS: idle before → peak during (50 ms "
+                  "samples); the echo upstream's too, which shows whether it streams.", "",
+                  "| variant | body | client | requests | MiB/s | req/s | proxy CPU µs/req | "
+                  "proxy RSS MiB | echo RSS MiB | errors |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for label, b in bodies["rows"]:
+            if isinstance(b, str):
+                lines.append(f"| {label} | {b} | | | | | | | | |")
+                continue
+            lines.append(f"| {label} | {b['label']} | {b['client']} | {b['requests']} | "
+                         f"{b['mib_s']:.1f} | {b['rps']:.1f} | {b['cpu_us']:.0f} | "
+                         f"{b['idle_kib'] / 1024:.1f} → {b['peak_kib'] / 1024:.1f} | "
+                         f"{b['echo_idle_kib'] / 1024:.1f} → {b['echo_peak_kib'] / 1024:.1f} | "
+                         f"{b['errors']} |")
+    workers = res.get("workers")
+    if workers:
+        lines += ["", "## Workers: start-to-ready and memory", "",
+                  f"Command: `make bench` phase `workers` (`WORKER_COUNTS="
+                  f"{','.join(map(str, WORKER_COUNTS))} STARTS={STARTS}`): each proxy started "
+                  f"{STARTS} times per count, not pinned; ready: process start until the "
+                  "listener answers HTTP (median, min–max); RSS: VmRSS once ready and one POST "
+                  "answered. Envoy + filter and the test host run one Wasm VM per worker.", "",
+                  "| proxy | workers | ready ms | RSS MiB |", "|---|---|---|---|"]
+        for (label, n), w in workers["rows"]:
+            if isinstance(w, str):
+                lines.append(f"| {label} | {n} | {w} | |")
+                continue
+            lines.append(f"| {label} | {n} | {rng([t * 1000 for t in w['ready']])} | "
+                         f"{w['rss'] / 1024:.1f} |")
+    return lines
+
+
+def profile_tables(p, s, variants):
+    if not p:
+        return []
+    lines = ["", "## Where the filter's time goes (instruction counts)", ""]
+    if "unavailable" in p:
+        return lines + [f"Not available: {p['unavailable']}."]
+    lines += ["Command: `make bench` phase `profile`: `valgrind --tool=callgrind` (counts every "
+              "instruction executed, the same on a busy machine as an idle one) of "
+              "`tests/examples/filter_profile.rs`, which drives one signed POST at a time "
+              "through the test host's direct API (context, request headers, response "
+              "headers, log, done), the module compiled by wasmtime's Cranelift; run with 20 "
+              "and 220 POSTs, the difference / 200 (the module's compilation cancels out). "
+              "Guest: instructions in the compiled Wasm code. Hostcalls: calls the guest made "
+              "per POST.", "",
+              "| module | guest instructions / POST | hostcalls / POST |", "|---|---|---|"]
+    for key, label in (("c", "jwt_filter.wasm"), ("b", "noop_filter.wasm")):
+        if key in p:
+            hc = p[key]["hostcalls"]
+            calls = ", ".join(f"{k} {v:g}" for k, v in sorted(hc.items(), key=lambda kv: -kv[1]))
+            total = sum(v for k, v in hc.items() if k.startswith("proxy_") or k in (
+                "random_get", "clock_time_get", "fd_write"))
+            lines.append(f"| {label} | {p[key]['guest']:.0f} | {total:g}: {calls} |")
+    if "sign" in p:
+        tot = sum(p["sign"].values())
+        lines += ["", f"Signing one token natively (`filter/examples/sign_profile.rs`, the "
+                  f"filter's crates at opt-level \"z\" as in the Wasm build): {tot:.0f} "
+                  "instructions:", "", "| part | instructions | share |", "|---|---|---|"]
+        for g, v in sorted(p["sign"].items(), key=lambda kv: -kv[1]):
+            if v > 0.5:
+                lines.append(f"| {g} | {v:.0f} | {100 * v / tot:.0f}% |")
+    return lines
+
+
+def write_report(variants, mach, started, res, profile, cmd, upstream_cpu):
+    s = {k: summarise(v) for k, v in variants.items() if v.rounds and not v.unavailable}
+    la = ", ".join(f"{x:.1f}" for x in mach["load"])
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`tests/bench/bench.py`); do not edit by hand. Every table "
+        "says the command that produced it. **Produced on a shared, busy 2-core machine**: "
+        "other jobs (compiles, test suites) ran alongside, so single figures move from round "
+        "to round. Hence many short alternating rounds, each figure with its spread over "
+        "rounds, and every ratio or difference computed round by round between variants that "
+        "ran seconds apart (paired), which cancels most of the drift.",
+        "",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC; load average at the end {la}",
+        f"- Command: `{cmd}`",
+        f"- Machine: {mach['nproc']} CPUs, {mach['cpu']}, Linux {mach['kernel']}; "
+        f"Envoy {mach['envoy']} (V8); {mach['nginx']}; {mach['wrk']}; {mach['rustc']}",
+        "",
+    ]
+    if variants:
+        lines += main_tables(variants, s, cmd)
+        lines += ratio_tables(variants, s)
+        if upstream_cpu is not None:
+            lines += ["", f"The echo upstream used {upstream_cpu:.1f} µs CPU per request."]
+    lines += profile_tables(profile, s, variants)
+    lines += scale_tables(res)
     lines.append("")
     with open(OUT, "w") as f:
         f.write("\n".join(lines))
     log(f"wrote {OUT}")
     print("\n".join(lines))
+    if OUT == DEFAULT_OUT and variants:
+        readme_summary(variants, s, res)
+
+
+def readme_summary(variants, s, res):
+    """Rewrites the paragraph under README.md's `## Benchmarks` heading."""
+    path = os.path.join(ROOT, "README.md")
+    with open(path) as f:
+        text = f.read()
+    m = re.search(r"(?m)^## Benchmarks\n\n(.*?)(?=\n\n)", text, re.S)
+    if not m:
+        log("README.md has no '## Benchmarks' paragraph; left alone")
+        return
+    figs = []
+    pc = lambda k, d: med(paired(variants[k], variants[d],  # noqa: E731
+                                 lambda x, y: x["cpu_us"] - y["cpu_us"]))
+    if all(k in s for k in ("a", "b", "c")):
+        figs.append(f"the filter adds {pc('c', 'a'):.1f} µs of proxy CPU per POST over Envoy "
+                    f"alone (the no-op Wasm filter {pc('b', 'a'):.1f} µs)")
+    if all(k in s for k in ("n1", "n2")):
+        figs.append(f"an nginx + Lua signer adds {pc('n2', 'n1'):.1f} µs over plain nginx")
+    para = ("`make bench` (needs `wrk`, installs nginx and its Lua module from Debian when "
+            "missing; `valgrind`, `perf` optional) runs alternating `wrk` rounds against Envoy "
+            "rendered as `make run` renders it (alone, with a no-op Wasm filter, with this "
+            "filter), the test host and nginx (alone and signing the same token in Lua), then "
+            "scales connections (50 to 5,000), worker threads, body sizes (up to 100 MiB) and "
+            "workers, and counts the filter's instructions and hostcalls per POST; it writes "
+            "[`BENCHMARKS.md`](BENCHMARKS.md) and this paragraph. In the last run "
+            + ("; ".join(figs) if figs else "see BENCHMARKS.md")
+            + ". Criterion micro-benchmarks: `cargo bench -p jwt-filter` and "
+            "`cargo bench -p jwt-proxy-tests`.")
+    wrapped, line = [], ""
+    for word in para.split():
+        if line and len(line) + 1 + len(word) > 78:
+            wrapped.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    wrapped.append(line)
+    with open(path, "w") as f:
+        f.write(text[:m.start(1)] + "\n".join(wrapped) + text[m.end(1):])
+    log("rewrote README.md's benchmark paragraph")
 
 
 POST_BODY = ""
@@ -683,27 +1230,37 @@ def main():
     script = os.path.join(BENCH, "post.lua")
     with open(script) as f:
         POST_BODY = re.search(r"wrk\.body = '([^']*)'", f.read()).group(1)
-    for tool in ("wrk", "taskset"):
-        if not shutil.which(tool):
-            sys.exit(f"bench: {tool} is not installed (apt-get install wrk util-linux)")
+    for p in PHASES:
+        if p not in ALL_PHASES:
+            sys.exit(f"bench: unknown phase {p!r} in BENCH_PHASES ({', '.join(ALL_PHASES)})")
+    if not shutil.which("wrk"):
+        why = apt_install("wrk")
+        if why or not shutil.which("wrk"):
+            sys.exit(f"bench: wrk is needed for every load: {why}")
+    if not shutil.which("taskset"):
+        sys.exit("bench: taskset is not installed (apt-get install util-linux)")
     if os.cpu_count() < 2:
         log("warning: fewer than 2 CPUs, proxy and load share one")
+    cmd = "make bench  (" + " ".join(
+        f"{k}={os.environ[k]}" for k in ("ROUNDS", "DURATION", "WARMUP", "STARTS", "SCALE_ROUNDS",
+                                        "SCALE_DURATION", "SCALE_CONNECTIONS", "BODY_SIZES",
+                                        "WORKER_COUNTS", "BENCH_VARIANTS", "BENCH_PHASES",
+                                        "BENCH_PROBES")
+        if k in os.environ) + ")"
+    cmd = cmd.replace("  ()", "")
     all_variants = {
-        "a": Variant("a", "Envoy, router + native static header", "native"),
-        "b": Variant("b", "Envoy + no-op Wasm filter", "wasm", NOOP_WASM, os.devnull),
-        "c": Variant("c", "Envoy + jwt filter (default config)", "wasm", FILTER_WASM),
-        "d": Variant("d", "test host + jwt filter", "host"),
-        "e": Variant("e", "Envoy + jwt filter, Envoy log on stderr", "wasm", FILTER_WASM,
-                     log="stderr"),
+        "a": Variant("a", "Envoy, envoy.yaml with a native static header", "native"),
+        "b": Variant("b", "Envoy, envoy.yaml + no-op Wasm filter", "wasm", NOOP_WASM, os.devnull),
+        "c": Variant("c", "Envoy, envoy.yaml + jwt filter (default config)", "wasm", FILTER_WASM,
+                     signs=True),
+        "d": Variant("d", "test host + jwt filter", "host", signs=True),
+        "e": Variant("e", "as (c), Envoy log on stderr", "wasm", FILTER_WASM, log="stderr"),
+        "c3": Variant("c3", "as (c), module as cargo links it (untrimmed)", "wasm",
+                      os.path.join(WASM_DIR, "deps", "jwt_filter.wasm")),
         "n1": Variant("n1", "nginx, proxy + static header", "nginx"),
-        "n2": Variant("n2", "nginx + Lua HS512 signer (OpenSSL via FFI)", "nginx-lua"),
+        "n2": Variant("n2", "nginx + Lua HS512 signer (OpenSSL via FFI)", "nginx-lua",
+                      signs=True),
     }
-    for i, extra in enumerate(filter(None, os.environ.get("BENCH_EXTRA", "").split(";"))):
-        label, spec = extra.split("=", 1)
-        wasm, _, config = spec.partition("@")
-        key = chr(ord("f") + i)
-        all_variants[key] = Variant(key, f"Envoy + {label}", "wasm", os.path.abspath(wasm),
-                                    os.path.abspath(config) if config else FILTER_CONFIG)
     work = tempfile.mkdtemp(prefix="jwt-bench.")
     for i, probe in enumerate(PROBES):
         if probe not in PROBE_LABELS:
@@ -715,30 +1272,17 @@ def main():
                     "wasm", PROBE_WASM, cfg)
         v.probe = probe
         all_variants[v.key] = v
-    opt_wasm = os.path.join(work, "jwt_filter.opt.wasm")
-    if shutil.which("wasm-opt") and os.environ.get("BENCH_WASM_OPT", "1") != "0":
-        all_variants["c2"] = Variant("c2", "Envoy + jwt filter after `wasm-opt -Oz` (optional)",
-                                     "wasm", opt_wasm)
-    untrimmed = os.path.join(WASM_DIR, "deps", "jwt_filter.wasm")
-    all_variants["c3"] = Variant("c3", "Envoy + jwt filter as cargo links it (body and trailer "
-                                 "callbacks still exported)", "wasm", untrimmed)
     keep = os.environ.get("BENCH_VARIANTS")
     variants = {k: v for k, v in all_variants.items() if not keep or k in keep.split(",")}
     build(variants)
-    if "n1" in variants or "n2" in variants:
+    if any(v.kind.startswith("nginx") for v in variants.values()):
         why = ensure_nginx()
-        for k in ("n1", "n2"):
-            if why and k in variants:
-                variants[k].unavailable = why
-    if "c2" in variants:
-        r = run(["wasm-opt", "-Oz", *WASM_OPT_FEATURES, FILTER_WASM, "-o", opt_wasm],
-                capture_output=True, text=True)
-        if r.returncode != 0:
-            variants["c2"].unavailable = f"wasm-opt failed: {r.stderr.strip()[-200:]}"
+        for v in variants.values():
+            if why and v.kind.startswith("nginx"):
+                v.unavailable = why
+                log(f"({v.key}) skipped: nginx is not available: {why}")
     c3 = variants.get("c3")
     if c3:
-        # cargo's own link output; `make wasm` trimmed a copy of it. The module
-        # is stripped, so the callback's name appears only as an export.
         data = b""
         if os.path.exists(c3.wasm):
             with open(c3.wasm, "rb") as f:
@@ -752,62 +1296,121 @@ def main():
     upstream_port = free_port()
     upstream = f"127.0.0.1:{upstream_port}"
     echo = None
+    res, profile, upstream_cpu = {}, None, None
+    extra = []
     try:
         echo = Proc(["taskset", "-c", LOAD_CPU, os.path.join(ROOT, "target", "release",
                      "echo-upstream"), "--listen", upstream], os.path.join(work, "echo.log"))
         if wait_ready(echo, upstream_port) is None:
             sys.exit(f"bench: echo upstream did not start: {echo.tail()}")
-        for v in variants.values():
-            if v.unavailable:
-                log(f"({v.key}) not available: {v.unavailable}")
-                continue
-            log(f"({v.key}) starting {v.label} x{STARTS}")
-            v.start(work, upstream)
-            if v.unavailable:
-                log(f"({v.key}) not available: {v.unavailable}")
-                continue
-            status, signed, valid = post_check(v.port)
-            log(f"({v.key}) ready in {[round(t * 1000) for t in v.ready]} ms; "
-                f"POST -> {status}, token upstream: {signed}, valid: {valid}")
-            if status != 200:
-                v.unavailable = f"a POST through it got {status}, not 200"
-                v.stop()
-                continue
-            wrk(v.port, WARMUP, script)
-        live = [v for v in variants.values() if v.proc]
-        echo_before = cpu_ticks(echo.pid)
-        echo_reqs = 0
-        for i in range(ROUNDS):
-            for v in live:
-                if not v.proc.alive():
-                    v.unavailable = f"exited during round {i + 1}: {v.proc.tail()}"
-                    continue
+        needs_proxies = any(p in PHASES for p in ("main", "connections", "bodies"))
+        if needs_proxies:
+            for v in variants.values():
                 if v.unavailable:
+                    log(f"({v.key}) not available: {v.unavailable}")
                     continue
-                try:
-                    r = measure_round(v, DURATION, script)
-                except (RuntimeError, subprocess.TimeoutExpired) as e:
-                    log(f"({v.key}) round {i + 1} failed: {e}")
-                    continue
-                v.rounds.append(r)
-                echo_reqs += r["requests"]
-                log(f"round {i + 1}/{ROUNDS} ({v.key}): {r['rps']:.0f} req/s, "
-                    f"p99 {r['p99_us'] / 1000:.2f} ms, {r['cpu_us']:.1f} µs CPU/req, "
-                    f"{r['errors']} errors")
-        upstream_cpu = ((cpu_ticks(echo.pid) - echo_before) / TICKS * 1e6 / echo_reqs
-                        if echo_reqs else None)
-        if perf_works():
-            for k in ("b", "c"):
-                v = variants.get(k)
-                if v and v.proc and v.proc.alive() and not v.unavailable:
-                    log(f"({k}) perf record over {DURATION} s of load")
-                    v.split = perf_split(v, work, script)
+                if start_checked(v, work, upstream):
+                    wrk(v.port, WARMUP, script)
+        live = [v for v in variants.values() if v.proc]
+        if "main" in PHASES:
+            echo_before = cpu_ticks(echo.pid)
+            store = {}
+            alternate(live, ROUNDS, DURATION, script, CONNECTIONS, store, "main")
+            for v in live:
+                v.rounds = store.get(v.key, [])
+            reqs = sum(r["requests"] for v in live for r in v.rounds)
+            upstream_cpu = ((cpu_ticks(echo.pid) - echo_before) / TICKS * 1e6 / reqs
+                            if reqs else None)
+            for v in live:
+                if v.proc and v.proc.alive():
+                    v.rss = rss_kib(v.proc.pid)
+            if perf_works():
+                for k in ("b", "c"):
+                    v = variants.get(k)
+                    if v and v.proc and v.proc.alive() and not v.unavailable:
+                        log(f"({k}) perf record over {DURATION} s of load")
+                        v.split = perf_split(v, work, script)
+        # Only the proxies the scaling phases use stay up.
+        scale_keys = ("a", "c", "d", "n1", "n2")
         for v in live:
-            if v.proc and v.proc.alive():
-                v.rss = rss_kib(v.proc.pid)
-        report(variants, machine(), started, upstream_cpu)
+            if v.key not in scale_keys:
+                v.stop()
+        if "connections" in PHASES:
+            rows = []
+            vs = [variants[k] for k in ("a", "c", "n1", "n2") if k in variants]
+            for n in SCALE_CONNECTIONS:
+                if n > CONN_CAP:
+                    for v in vs:
+                        rows.append(((v.label, n), f"skipped: {n} connections need "
+                                     f"{2 * n + 256} open files, the limit is {NOFILE}"))
+                    log(f"connections {n}: skipped, over the open-file limit {NOFILE}")
+                    continue
+                store = {}
+                alternate(vs, SCALE_ROUNDS, SCALE_DURATION, script, n, store, f"c{n}")
+                for v in vs:
+                    rows.append(((f"({v.key}) {v.label}", n),
+                                 store.get(v.key) or f"not available: {v.unavailable}"))
+            res["connections"] = {"rows": rows}
+        if "bodies" in PHASES:
+            rows = []
+            vs = [variants[k] for k in ("a", "c", "d", "n1", "n2") if k in variants]
+            for label in BODY_SIZES:
+                size = parse_size(label)
+                for v in vs:
+                    name = f"({v.key}) {v.label}"
+                    if not v.proc or v.unavailable:
+                        rows.append((name, f"not available: {v.unavailable or 'not started'}"))
+                        continue
+                    try:
+                        rows.append((name, body_round(v, echo, size, label, work)))
+                    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                        rows.append((name, f"{label}: failed: {e}"))
+            res["bodies"] = {"rows": rows}
+        for v in live:
+            v.stop()
+        if "concurrency" in PHASES:
+            k1 = Variant("k1", "Envoy + jwt filter, --concurrency 1 (CPU "
+                         f"{PROXY_CPU})", "wasm", FILTER_WASM)
+            k2 = Variant("k2", "Envoy + jwt filter, --concurrency 2 (CPUs 0,1)", "wasm",
+                         FILTER_WASM, concurrency=2, cpus="0,1")
+            extra += [k1, k2]
+            ks = [k for k in (k1, k2) if start_checked(k, work, upstream, 1)]
+            for k in ks:
+                wrk(k.port, WARMUP, script)
+            store = {}
+            n = max(2, ROUNDS // 2)
+            alternate(ks, n, DURATION, script, CONNECTIONS, store, "concurrency")
+            res["concurrency"] = {"rounds": n, "rows": [
+                (k.label, store.get(k.key) or f"not available: {k.unavailable}")
+                for k in (k1, k2)]}
+            for k in (k1, k2):
+                k.stop()
+        if "workers" in PHASES:
+            rows = []
+            for n in WORKER_COUNTS:
+                for kind, label, wasm in (("native", "Envoy, native static header", None),
+                                          ("wasm", "Envoy + jwt filter", FILTER_WASM),
+                                          ("host", "test host + jwt filter", None)):
+                    if kind == "host" and not os.path.exists(test_host_bin()):
+                        rows.append(((label, n), "no test-host binary"))
+                        continue
+                    w = Variant(f"w{kind}{n}", label, kind, wasm, concurrency=n, cpus=None)
+                    extra.append(w)
+                    if start_checked(w, work, upstream):
+                        rows.append(((label, n), {"ready": w.ready, "rss": rss_kib(w.proc.pid)}))
+                    else:
+                        rows.append(((label, n), f"not available: {w.unavailable}"))
+                    w.stop()
+            res["workers"] = {"rows": rows}
+        if "profile" in PHASES:
+            try:
+                profile = profile_phase(work)
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                profile = {"unavailable": str(e)}
+        shown = {k: v for k, v in variants.items() if "main" in PHASES}
+        write_report(shown, machine(), started, res, profile, cmd, upstream_cpu)
     finally:
-        for v in variants.values():
+        for v in list(variants.values()) + extra:
             v.stop()
         if echo:
             echo.stop()
