@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod envoy;
+pub mod grpc;
 pub mod h2;
 pub mod load;
 pub mod proxy;
