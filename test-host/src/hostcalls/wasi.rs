@@ -1,9 +1,9 @@
 //! WASI preview 1 as Envoy offers it, through wasmtime-wasi's preview1 adapter: the host clock,
 //! the host random source, `vm_config`-style environment variables, stdout/stderr into the host
-//! log (info / error, one record per line), `proc_exit`; no arguments, no files, no network.
+//! log (info / error, one record per write, as Envoy logs them), `proc_exit`; no arguments, no
+//! files, no network.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -79,13 +79,13 @@ impl HostMonotonicClock for MonotonicClock {
     }
 }
 
-/// Guest stdout or stderr: complete lines become log records.
+/// Guest stdout or stderr: each write (one `fd_write`) becomes one log record, newlines inside
+/// it kept and one trailing newline dropped, as Envoy logs it.
 #[derive(Clone)]
 struct LogStream {
     logs: LogSink,
     level: Level,
     source: LogSource,
-    pending: Arc<Mutex<Vec<u8>>>,
 }
 
 impl LogStream {
@@ -94,25 +94,13 @@ impl LogStream {
             logs,
             level,
             source,
-            pending: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
     fn push(&self, data: &[u8]) {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.extend_from_slice(data);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let text = String::from_utf8_lossy(&line[..end]);
-            self.logs
-                .log(self.level, self.source, text.trim_end_matches('\r'));
-        }
-        // Bound a line that never ends.
-        if pending.len() > 64 * 1024 {
-            let text = String::from_utf8_lossy(&pending).into_owned();
-            pending.clear();
-            self.logs.log(self.level, self.source, text);
-        }
+        let data = data.strip_suffix(b"\n").unwrap_or(data);
+        self.logs
+            .log(self.level, self.source, String::from_utf8_lossy(data));
     }
 }
 

@@ -14,9 +14,9 @@ use crate::abi::Level;
 use crate::error::Error;
 use crate::proxy::Proxy;
 use crate::proxy::body::{ChannelBody, ProxyBody, closing, empty, full, host_reply, plain};
-use crate::proxy::hop;
-use crate::proxy::pump::{Abort, pump_request, pump_response};
+use crate::proxy::pump::{Abort, PumpMode, declared_length, framed, pump_request, pump_response};
 use crate::proxy::upstream::UpstreamError;
+use crate::proxy::{hop, pump};
 use crate::state::headers::HeaderList;
 use crate::state::{Direction, LocalReply, StreamInfo};
 use crate::worker::{Ctx, Outcome, WorkerHandle};
@@ -56,6 +56,8 @@ pub(crate) struct Inbound {
 /// `abort` when the pump stopped the exchange.
 struct Outgoing {
     request: Request<ProxyBody>,
+    /// The body's framing, decided by the pump before the head leaves.
+    framing: Option<oneshot::Receiver<pump::Framing>>,
     done: oneshot::Receiver<()>,
     abort: oneshot::Receiver<Abort>,
 }
@@ -132,6 +134,7 @@ impl Exchange {
 
     /// After the request headers callback: a local reply, a reset, or the upstream exchange.
     pub(crate) async fn run(self, inbound: Inbound, outcome: Outcome) -> Answer {
+        let paused = outcome.waiter.is_some();
         let outcome = match self.wait_resumed(Direction::Request, outcome).await {
             Ok(o) => o,
             Err(resp) => return Ok(resp),
@@ -149,7 +152,7 @@ impl Exchange {
                 true,
             ));
         }
-        self.forward(inbound, &outcome.headers).await
+        self.forward(inbound, &outcome.headers, paused).await
     }
 
     /// The upstream request, from the headers as the filter left them; its body is pumped
@@ -158,6 +161,7 @@ impl Exchange {
         &self,
         inbound: Inbound,
         headers: &HeaderList,
+        paused: bool,
     ) -> Result<Outgoing, http::Error> {
         let proxy = &self.proxy;
         let method = headers
@@ -177,13 +181,23 @@ impl Exchange {
         }
         let (done_tx, done) = oneshot::channel::<()>();
         let (abort_tx, abort) = oneshot::channel::<Abort>();
+        let mut framing = None;
         let upstream_body = if inbound.body.is_end_stream() {
             drop(done_tx);
             empty()
         } else {
             let (tx, upstream) = ChannelBody::channel();
             let link = (self.worker.clone(), self.ctx);
-            let pump = pump_request(proxy.clone(), link, inbound.body, tx, done_tx, abort_tx);
+            let (framing_tx, framing_rx) = oneshot::channel();
+            framing = Some(framing_rx);
+            let mode = PumpMode {
+                http1: inbound.parts.version != Version::HTTP_2,
+                coalesce: paused,
+                declared: declared_length(headers),
+                framing: Some(framing_tx),
+            };
+            let body = (inbound.body, mode);
+            let pump = pump_request(proxy.clone(), link, body, tx, done_tx, abort_tx);
             tokio::spawn(pump);
             upstream
         };
@@ -194,6 +208,7 @@ impl Exchange {
             .and_then(|uri| builder.uri(uri).body(upstream_body));
         Ok(Outgoing {
             request: request?,
+            framing,
             done,
             abort,
         })
@@ -201,13 +216,14 @@ impl Exchange {
 
     /// Sends the request, as the filter left its headers, to the upstream and answers with its
     /// response, or with the host's reply when it fails.
-    async fn forward(self, inbound: Inbound, headers: &HeaderList) -> Answer {
+    async fn forward(self, inbound: Inbound, headers: &HeaderList, paused: bool) -> Answer {
         let proxy = self.proxy.clone();
         let Outgoing {
-            request,
+            mut request,
+            framing,
             done: done_rx,
             abort: abort_rx,
-        } = match self.upstream_request(inbound, headers) {
+        } = match self.upstream_request(inbound, headers, paused) {
             Ok(o) => o,
             Err(e) => {
                 proxy.log(
@@ -220,6 +236,9 @@ impl Exchange {
                 ));
             }
         };
+        if let Some(framing) = framing {
+            framed(request.headers_mut(), framing).await;
+        }
         let response = proxy.client.send(request);
         tokio::pin!(response);
         let timeout = proxy.config.upstream_timeout;
@@ -342,6 +361,7 @@ impl Exchange {
             Ok(o) => o,
             Err(e) => return Ok(filter_failed(&self.proxy, &e)),
         };
+        let paused = outcome.waiter.is_some();
         let outcome = match self.wait_resumed(Direction::Response, outcome).await {
             Ok(o) => o,
             Err(resp) => return Ok(resp),
@@ -364,20 +384,23 @@ impl Exchange {
             headers.get_all("connection").into_iter(),
         ));
         let status = status_of(&headers).unwrap_or(parts.status);
-        let map = hop::to_header_map(shared, &headers, &named);
+        let mut map = hop::to_header_map(shared, &headers, &named);
         let client_body = if end_of_stream {
             drop(self);
             empty()
         } else {
             let (tx, client) = ChannelBody::channel();
             let link = (self.worker.clone(), self.ctx);
-            tokio::spawn(pump_response(
-                self.proxy.clone(),
-                link,
-                body,
-                tx,
-                self.finish,
-            ));
+            let (framing_tx, framing_rx) = oneshot::channel();
+            let mode = PumpMode {
+                http1: true,
+                coalesce: paused,
+                declared: declared_length(&headers),
+                framing: Some(framing_tx),
+            };
+            let proxy = self.proxy.clone();
+            tokio::spawn(pump_response(proxy, link, (body, mode), tx, self.finish));
+            framed(&mut map, framing_rx).await;
             client
         };
         let mut response = Response::new(client_body);

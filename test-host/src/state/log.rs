@@ -12,9 +12,9 @@ use crate::abi::Level;
 pub enum LogSource {
     /// The filter, through `proxy_log`.
     Filter,
-    /// The filter's WASI stdout (logged at info, as Envoy does).
+    /// The filter's WASI stdout: a record per write, at info, as Envoy logs it.
     Stdout,
-    /// The filter's WASI stderr (logged at error, as Envoy does).
+    /// The filter's WASI stderr: a record per write, at error, as Envoy logs it.
     Stderr,
     /// The host itself (traps, upstream errors, VM reloads).
     Host,
@@ -38,7 +38,7 @@ pub struct LogRecord {
     pub level: Level,
     /// Who wrote it.
     pub source: LogSource,
-    /// The text (one line; embedded newlines are escaped as `\n` when printed).
+    /// The text (a WASI write may hold newlines; they are escaped as `\n` when printed).
     pub message: String,
 }
 

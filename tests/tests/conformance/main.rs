@@ -9,3 +9,4 @@
 //! provides; nothing is skipped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+mod body;
