@@ -1,7 +1,7 @@
 //! Worker threads: each owns one [`Vm`] on its own OS thread and runs jobs sent over a channel,
 //! so synchronous wasmtime/WASI calls never run inside an async task. A trap fails the job, is
-//! logged at error level, and the VM is re-created from the module (Envoy's `FAIL_RELOAD`);
-//! contexts of the old VM are gone. Ticks are delivered between jobs.
+//! logged at error level, and the VM is dropped with its contexts; the next request re-creates
+//! it from the module (Envoy's `FAIL_RELOAD`). Ticks are delivered between jobs.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::abi::{Action, Level};
+use crate::abi::{Action, Level, MetricType};
 use crate::error::Error;
 use crate::state::headers::HeaderList;
 use crate::state::{Direction, LocalReply, Shared, StreamInfo};
@@ -48,30 +48,49 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    fn reload(&mut self, cause: &Error) {
+    /// A trap failed the VM (Envoy's `FAIL_RELOAD`): it is dropped now with its contexts, and
+    /// re-created by the next call that needs it (the next request), as Envoy does.
+    fn fail(&mut self, cause: &Error) {
         self.shared.log(
             Level::Error,
-            format!("worker {}: {cause}; reloading the VM", self.index),
+            format!(
+                "worker {}: {cause}; the VM is re-created at the next request",
+                self.index
+            ),
         );
         self.vm = None;
         self.generation += 1;
-        match Vm::new(&self.compiled, &self.shared) {
-            Ok(vm) => self.vm = Some(vm),
-            Err(e) => self.shared.log(
-                Level::Error,
-                format!("worker {}: cannot reload the VM: {e}", self.index),
-            ),
-        }
+    }
+
+    /// Re-creates a failed VM, counted in Envoy's `wasm.PLUGIN.vm_reload_success` /
+    /// `vm_reload_failure`.
+    fn reload(&mut self) {
+        let outcome = match Vm::new(&self.compiled, &self.shared) {
+            Ok(vm) => {
+                self.vm = Some(vm);
+                "success"
+            }
+            Err(e) => {
+                self.shared.log(
+                    Level::Error,
+                    format!("worker {}: cannot reload the VM: {e}", self.index),
+                );
+                "failure"
+            }
+        };
+        let name = format!("wasm.{}.vm_reload_{outcome}", self.shared.plugin.name);
+        let metrics = &self.shared.metrics;
+        metrics.increment(metrics.define(MetricType::Counter, &name), 1);
     }
 
     fn with_vm<R>(&mut self, f: impl FnOnce(&mut Vm) -> Result<R, Error>) -> Result<R, Error> {
         if self.vm.is_none() {
-            self.reload(&Error::VmUnavailable);
+            self.reload();
         }
         let vm = self.vm.as_mut().ok_or(Error::VmUnavailable)?;
         match f(vm) {
             Err(e @ Error::Trap { .. }) => {
-                self.reload(&e);
+                self.fail(&e);
                 Err(e)
             }
             r => r,
@@ -186,6 +205,24 @@ impl Worker {
         self.with_ctx(ctx, |vm, id| {
             let action = vm.trailers(id, direction, trailers)?;
             Self::outcome(vm, id, direction, action, Some(Vec::new()), true)
+        })
+    }
+
+    /// Records Envoy's response code details of a context and, for a local reply sent without
+    /// the response callbacks, the headers the client gets (for `response.code`).
+    pub(crate) fn replied(
+        &mut self,
+        ctx: Ctx,
+        headers: Option<HeaderList>,
+        details: String,
+    ) -> Result<(), Error> {
+        self.with_ctx(ctx, |vm, id| {
+            let stream = vm.stream_mut(id)?;
+            if let Some(headers) = headers {
+                stream.response_headers = headers;
+            }
+            stream.code_details = Some(details);
+            Ok(())
         })
     }
 

@@ -2,10 +2,9 @@
 //! strings as bytes, integers as 8-byte little-endian (looked up by
 //! [`HostState::property`]). Paths arrive as NUL-separated segments.
 //!
-//! Known: `request.path`, `request.url_path`, `request.query`, `request.host`, `request.method`,
-//! `request.scheme`, `request.protocol`, `request.id`, `response.code`, `source.address`,
-//! `destination.address`, `plugin_name`, `plugin_root_id`, `plugin_vm_id`. Values set by the
-//! filter are read back first.
+//! Known: what Envoy 1.40 gives with `envoy/envoy.yaml` (see [`crate::state::properties`] for
+//! the list and when each is visible) and `plugin_name`, `plugin_root_id`, `plugin_vm_id`.
+//! Values set by the filter are read back first.
 
 use wasmtime::{Caller, Linker};
 

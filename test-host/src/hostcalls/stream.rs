@@ -24,7 +24,7 @@ fn proxy_send_local_response(
     body_size: u32,
     headers_ptr: u32,
     headers_size: u32,
-    _grpc_status: i32,
+    grpc_status: i32,
 ) -> wasmtime::Result<u32> {
     let details = memory::read_string(&mut caller, details_ptr, details_size)?;
     let body = memory::read(&mut caller, body_ptr, body_size)?;
@@ -40,6 +40,7 @@ fn proxy_send_local_response(
         details,
         headers,
         body,
+        grpc_status: u32::try_from(grpc_status).ok(),
     });
     Ok(Status::Ok.code())
 }

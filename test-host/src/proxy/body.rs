@@ -61,6 +61,7 @@ pub(crate) fn host_reply(status: u16, body: &str) -> LocalReply {
         details: String::new(),
         headers: HeaderList::new(),
         body: body.as_bytes().to_vec(),
+        grpc_status: None,
     }
 }
 

@@ -16,7 +16,7 @@ use crate::proxy::Proxy;
 use crate::proxy::body::{ChannelBody, ProxyBody, closing, empty, full, host_reply, plain};
 use crate::proxy::pump::{Abort, PumpMode, declared_length, framed, pump_request, pump_response};
 use crate::proxy::upstream::UpstreamError;
-use crate::proxy::{hop, pump};
+use crate::proxy::{hop, pump, reply};
 use crate::state::headers::HeaderList;
 use crate::state::{Direction, LocalReply, StreamInfo};
 use crate::worker::{Ctx, Outcome, WorkerHandle};
@@ -71,6 +71,8 @@ pub(crate) struct Exchange {
     /// The `Via` the proxy's own replies carry (the route's `response_headers_to_add`,
     /// `%PROTOCOL% jwt-proxy`, if absent); none where no route matched.
     via: Option<String>,
+    /// A gRPC request: local replies are gRPC trailers-only replies ([`reply`]).
+    grpc: bool,
 }
 
 impl Exchange {
@@ -86,7 +88,7 @@ impl Exchange {
             .call(move |wk| wk.create(info))
             .await
             .and_then(|r| r)
-            .map_err(|e| filter_failed(proxy, &e))?;
+            .map_err(|e| filter_failed(proxy, &e, Some(&via), false))?;
         Ok(Self::new(proxy, worker, ctx, via))
     }
 
@@ -100,6 +102,7 @@ impl Exchange {
         end_of_stream: bool,
     ) -> Result<(Self, Outcome), Response<ProxyBody>> {
         let via = hop::via(&info.protocol);
+        let grpc = reply::is_grpc(&headers);
         let (ctx, outcome) = worker
             .call(move |wk| {
                 let ctx = wk.create(info)?;
@@ -108,8 +111,10 @@ impl Exchange {
             })
             .await
             .and_then(|r| r)
-            .map_err(|e| filter_failed(proxy, &e))?;
-        Ok((Self::new(proxy, worker, ctx, via), outcome))
+            .map_err(|e| filter_failed(proxy, &e, Some(&via), grpc))?;
+        let mut exchange = Self::new(proxy, worker, ctx, via);
+        exchange.grpc = grpc;
+        Ok((exchange, outcome))
     }
 
     fn new(proxy: &Arc<Proxy>, worker: &WorkerHandle, ctx: Ctx, via: String) -> Self {
@@ -122,6 +127,7 @@ impl Exchange {
                 ctx,
             },
             via: Some(via),
+            grpc: false,
         }
     }
 
@@ -218,6 +224,8 @@ impl Exchange {
     /// response, or with the host's reply when it fails.
     async fn forward(self, inbound: Inbound, headers: &HeaderList, paused: bool) -> Answer {
         let proxy = self.proxy.clone();
+        // Envoy closes an HTTP/1 connection it answers before the request's end.
+        let http1 = inbound.parts.version != Version::HTTP_2;
         let Outgoing {
             mut request,
             framing,
@@ -262,9 +270,9 @@ impl Exchange {
             biased;
             a = aborted => {
                 return match a {
-                    Abort::Local(reply) => Ok(self.local_response(reply).await),
+                    Abort::Local(reply) => Ok(closing(self.local_response(reply).await, http1)),
                     Abort::Reset => Err(StreamReset),
-                    Abort::Failed(e) => Ok(filter_failed(&proxy, &e)),
+                    Abort::Failed(e) => Ok(closing(self.failed(&e), http1)),
                 };
             }
             r = upstream => r,
@@ -304,45 +312,45 @@ impl Exchange {
                 .call(move |wk| wk.resumed(ctx, direction))
                 .await
                 .and_then(|r| r)
-                .map_err(|e| filter_failed(proxy, &e))?;
+                .map_err(|e| self.failed(&e))?;
         }
         Ok(outcome)
     }
 
     /// Sends a local reply (the filter's, or the host's) through the filter's response-headers
-    /// callback, as Envoy does, and never to the upstream.
+    /// and body callbacks, rendered as Envoy renders it ([`reply`]), and never to the upstream.
     pub(crate) async fn local_response(self, reply: LocalReply) -> Response<ProxyBody> {
-        let mut headers = HeaderList::new();
-        headers.add(":status", reply.status.to_string().as_bytes());
-        for (n, v) in reply.headers.iter() {
-            headers.add(n, v);
-        }
-        if !reply.body.is_empty() && headers.get("content-type").is_none() {
-            headers.add("content-type", b"text/plain");
-        }
-        headers.replace("content-length", reply.body.len().to_string().as_bytes());
-        if let Some(via) = &self.via
-            && headers.get("via").is_none()
-        {
-            headers.add("via", via.as_bytes());
-        }
-        let eos = reply.body.is_empty();
+        let (headers, body) = reply::render(&reply, self.via.as_deref(), self.grpc);
+        let details = reply.details;
         let ctx = self.ctx;
         let seen = self
             .worker
             .call(move |wk| {
-                wk.headers(ctx, Direction::Response, headers.clone(), eos)
-                    .map(|o| o.headers)
-                    .unwrap_or(headers)
+                let _ = wk.replied(ctx, None, details);
+                let eos = body.is_empty();
+                let Ok(outcome) = wk.headers(ctx, Direction::Response, headers.clone(), eos) else {
+                    return (headers, body);
+                };
+                if eos {
+                    return (outcome.headers, body);
+                }
+                let body = match wk.body(ctx, Direction::Response, &body, true) {
+                    Ok(Outcome { body: Some(b), .. }) => b,
+                    _ => body,
+                };
+                (outcome.headers, body)
             })
             .await;
-        let headers = seen.unwrap_or_default();
-        let status = status_of(&headers).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = Response::new(full(reply.body));
-        *response.status_mut() = status;
-        *response.headers_mut() = hop::to_header_map(&self.proxy.shared, &headers, &[]);
+        let (headers, body) = seen.unwrap_or_default();
+        let response = reply_response(&self.proxy, headers, body);
         drop(self);
         response
+    }
+
+    /// The `503` when the filter trapped or its VM is gone: Envoy's empty local reply, without
+    /// further callbacks (the context is gone with its VM).
+    fn failed(&self, e: &Error) -> Response<ProxyBody> {
+        filter_failed(&self.proxy, e, self.via.as_deref(), self.grpc)
     }
 
     /// Runs the response callbacks on the upstream's response and streams it to the client.
@@ -354,12 +362,15 @@ impl Exchange {
         let ctx = self.ctx;
         let outcome = match self
             .worker
-            .call(move |wk| wk.headers(ctx, Direction::Response, headers, end_of_stream))
+            .call(move |wk| {
+                let _ = wk.replied(ctx, None, "via_upstream".to_owned());
+                wk.headers(ctx, Direction::Response, headers, end_of_stream)
+            })
             .await
             .and_then(|r| r)
         {
             Ok(o) => o,
-            Err(e) => return Ok(filter_failed(&self.proxy, &e)),
+            Err(e) => return Ok(self.failed(&e)),
         };
         let paused = outcome.waiter.is_some();
         let outcome = match self.wait_resumed(Direction::Response, outcome).await {
@@ -372,11 +383,13 @@ impl Exchange {
         let shared = &self.proxy.shared;
         if let Some(reply) = outcome.local_reply {
             // Replaces the upstream response; not run through the callbacks a second time.
-            let mut response = Response::new(full(reply.body));
-            *response.status_mut() =
-                StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            *response.headers_mut() = hop::to_header_map(shared, &reply.headers, &[]);
-            return Ok(response);
+            let (headers, body) = reply::render(&reply, self.via.as_deref(), self.grpc);
+            let seen = headers.clone();
+            let _ = self
+                .worker
+                .call(move |wk| wk.replied(ctx, Some(seen), reply.details))
+                .await;
+            return Ok(reply_response(&self.proxy, headers, body));
         }
         let headers = outcome.headers;
         let mut named = named_before;
@@ -385,6 +398,7 @@ impl Exchange {
         ));
         let status = status_of(&headers).unwrap_or(parts.status);
         let mut map = hop::to_header_map(shared, &headers, &named);
+        reply::finalize(&mut map);
         let client_body = if end_of_stream {
             drop(self);
             empty()
@@ -418,10 +432,33 @@ fn status_of(headers: &HeaderList) -> Option<StatusCode> {
         .and_then(|s| StatusCode::from_u16(s).ok())
 }
 
-/// The host's `503` when the filter trapped or its VM is gone.
-pub(crate) fn filter_failed(proxy: &Proxy, e: &Error) -> Response<ProxyBody> {
+/// The client's response for a local reply's headers (after the filter's callbacks) and body.
+fn reply_response(proxy: &Proxy, headers: HeaderList, body: Vec<u8>) -> Response<ProxyBody> {
+    let status = status_of(&headers).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut map = hop::to_header_map(&proxy.shared, &headers, &[]);
+    if body.is_empty() {
+        map.remove(http::header::CONTENT_LENGTH);
+    } else if map.contains_key(http::header::CONTENT_LENGTH) {
+        map.insert(http::header::CONTENT_LENGTH, body.len().into());
+    }
+    reply::finalize(&mut map);
+    let mut response = Response::new(if body.is_empty() { empty() } else { full(body) });
+    *response.status_mut() = status;
+    *response.headers_mut() = map;
+    response
+}
+
+/// Envoy's `503` when the filter trapped or its VM is gone: an empty local reply (no
+/// `content-type`), with the route's `via`, and no callbacks.
+pub(crate) fn filter_failed(
+    proxy: &Proxy,
+    e: &Error,
+    via: Option<&str>,
+    grpc: bool,
+) -> Response<ProxyBody> {
     proxy.log(Level::Error, format!("request failed: {e}"));
-    plain(StatusCode::SERVICE_UNAVAILABLE, "filter failed\n")
+    let (headers, body) = reply::render(&host_reply(503, ""), via, grpc);
+    reply_response(proxy, headers, body)
 }
 
 /// Envoy's reply when the upstream fails (`None`: no response headers in time), logged.

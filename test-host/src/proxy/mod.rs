@@ -22,6 +22,7 @@ mod body;
 mod exchange;
 mod hop;
 mod pump;
+mod reply;
 pub(crate) mod server;
 mod upstream;
 

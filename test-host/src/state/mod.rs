@@ -123,6 +123,8 @@ pub struct LocalReply {
     pub headers: HeaderList,
     /// Body.
     pub body: Vec<u8>,
+    /// The gRPC status the filter gave (`grpc_status` >= 0); a gRPC request's reply carries it.
+    pub grpc_status: Option<u32>,
 }
 
 /// Which direction a headers, body or trailers callback is for.
@@ -152,6 +154,9 @@ pub(crate) struct HttpStream {
     pub(crate) request_body: Vec<u8>,
     pub(crate) response_body: Vec<u8>,
     pub(crate) local_reply: Option<LocalReply>,
+    /// Envoy's response code details (`response.code_details`): `via_upstream`, or a local
+    /// reply's details.
+    pub(crate) code_details: Option<String>,
     pub(crate) request_resumed: bool,
     pub(crate) response_resumed: bool,
     pub(crate) reset: bool,
@@ -195,6 +200,7 @@ impl HttpStream {
             "request.id" => Some(self.info.request_id.clone().into_bytes()),
             "source.address" => self.info.source.map(|a| a.to_string().into_bytes()),
             "destination.address" => self.info.destination.map(|a| a.to_string().into_bytes()),
+            "response.code_details" => self.code_details.clone().map(String::into_bytes),
             "response.code" => self
                 .response_headers
                 .get_str(":status")
@@ -364,6 +370,8 @@ impl HostState {
             return;
         };
         if stream.local_reply.is_none() {
+            // Envoy records the reply's details as the response code details at once.
+            stream.code_details = Some(reply.details.clone());
             stream.local_reply = Some(reply);
         }
         stream.wake();

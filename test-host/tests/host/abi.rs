@@ -248,9 +248,12 @@ async fn guest_panic_is_503_logged_and_the_vm_is_reloaded() {
     );
     assert!(
         logs.iter()
-            .any(|l| l.level == Level::Error && l.message.contains("reloading the VM"))
+            .any(|l| l.level == Level::Error && l.message.contains("re-created at the next"))
     );
+    // Re-created by the next request (Envoy's FAIL_RELOAD), not at once.
+    assert_eq!(host.metric("wasm.test-host.vm_reload_success"), None);
     assert_eq!(send(host.local_addr(), get("/next", &[])).await.status, 200);
+    assert_eq!(host.metric("wasm.test-host.vm_reload_success"), Some(1));
     assert!(
         echo.seen()
             .iter()

@@ -10,3 +10,5 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 mod body;
+mod failure;
+mod reply;
