@@ -27,7 +27,7 @@ connections 50 / 1,000 / 5,000 concurrent connections (SCALE_CONNECTIONS):
             req/s, p99, proxy peak RSS for a, c, n1, n2
 concurrency Envoy + filter with --concurrency 1 (one core) and 2 (both cores)
             (req/s per core of proxy CPU)
-bodies      1 KiB (wrk), 1 MiB and 100 MiB (a streaming client: the body is
+bodies      1 KiB (wrk), 1 MiB and 100 MiB (curl -T streams it from a file: the body is
             never held whole) POST bodies (BODY_SIZES): throughput, proxy and
             echo peak RSS against their idle RSS
 workers     start-to-ready and RSS for 1, 2, 4, 8 workers (WORKER_COUNTS):
@@ -703,47 +703,25 @@ def parse_size(s):
     return int(m.group(1)) * {"B": 1, None: 1, "KiB": 1024, "MiB": 1 << 20}[m.group(2)]
 
 
-def stream_post(port, size, deadline):
-    """One POST of `size` bytes sent in 64 KiB pieces by a thread while this
-    one reads the echoed body (neither side ever holds it whole). Returns
-    seconds, or None when it failed or passed the deadline."""
-    piece = b"x" * 65536
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    t0 = time.monotonic()
-    c.putrequest("POST", "/bench-body")
-    c.putheader("content-type", "application/octet-stream")
-    c.putheader("content-length", str(size))
-    c.endheaders()
-    failed = []
-
-    def send():
-        try:
-            left = size
-            while left > 0 and time.monotonic() < deadline:
-                n = min(left, len(piece))
-                c.sock.sendall(piece[:n])
-                left -= n
-        except OSError as e:
-            failed.append(e)
-
-    t = threading.Thread(target=send, daemon=True)
-    t.start()
-    got = 0
+def stream_post(port, path, size, deadline):
+    """One POST of the file `path` (`size` bytes) with curl, which streams it
+    from the file (`-T`) while it reads the echoed body to /dev/null: neither
+    side holds the body. Returns seconds, or None when it failed."""
+    left = max(1, int(deadline - time.monotonic()))
+    cmd = ["taskset", "-c", LOAD_CPU, "curl", "-sS", "-o", os.devnull, "-X", "POST", "-T", path,
+           "-H", "Expect:", "-H", "content-type: application/octet-stream", "--max-time",
+           str(left), "-w", "%{http_code} %{size_download} %{time_total}",
+           f"http://127.0.0.1:{port}/bench-body"]
     try:
-        r = c.getresponse()
-        while time.monotonic() < deadline:
-            b = r.read(1 << 20)
-            if not b:
-                break
-            got += len(b)
-    except (OSError, http.client.HTTPException) as e:
-        failed.append(e)
-    t.join(5)
-    c.close()
-    if failed or got != size:
-        log(f"stream POST of {size} bytes: got {got} back, {failed[:1]}")
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=left + 10)
+        code, got, took = r.stdout.split()
+    except (subprocess.TimeoutExpired, ValueError) as e:
+        log(f"curl POST of {size} bytes failed: {e}")
         return None
-    return time.monotonic() - t0
+    if code != "200" or int(got) != size:
+        log(f"curl POST of {size} bytes: status {code}, {got} bytes back {r.stderr.strip()}")
+        return None
+    return float(took)
 
 
 def body_round(v, echo, size, label, work):
@@ -761,7 +739,11 @@ def body_round(v, echo, size, label, work):
                "cpu_us": (cpu_ticks(pid) - before) / TICKS * 1e6 / reqs,
                "errors": r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]}
     else:
-        count, limit = (3, 60.0) if size >= (64 << 20) else (50, 20.0)
+        count, limit = (3, 30.0) if size >= (64 << 20) else (50, 20.0)
+        path = os.path.join(work, f"body-{size}")
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.truncate(size)
         deadline = time.monotonic() + limit
         times, errors = [], 0
         before = cpu_ticks(pid)
@@ -769,13 +751,14 @@ def body_round(v, echo, size, label, work):
             for _ in range(count):
                 if time.monotonic() >= deadline:
                     break
-                t = stream_post(v.port, size, deadline)
+                t = stream_post(v.port, path, size, deadline)
                 if t is None:
                     errors += 1
+                    break
                 else:
                     times.append(t)
         n = max(len(times), 1)
-        out = {"client": f"streaming client, 1 connection, up to {count} POSTs in {limit:.0f} s",
+        out = {"client": f"curl -T, up to {count} POSTs in {limit:.0f} s",
                "requests": len(times), "rps": n / sum(times) if times else 0,
                "mib_s": (size * len(times) / (1 << 20)) / sum(times) if times else 0,
                "cpu_us": (cpu_ticks(pid) - before) / TICKS * 1e6 / n, "errors": errors}
@@ -1037,7 +1020,8 @@ def scale_tables(res):
         lines += ["", "## Concurrent connections", "",
                   f"Command: `make bench` phase `connections` (`SCALE_CONNECTIONS="
                   f"{','.join(map(str, SCALE_CONNECTIONS))} SCALE_ROUNDS={SCALE_ROUNDS} "
-                  f"SCALE_DURATION={SCALE_DURATION}`): wrk `-t1 -c<N>` on the same small POST, "
+                  f"SCALE_DURATION={SCALE_DURATION}`): wrk `-t1 -c<N>` on the same small POST for "
+                  "SCALE_DURATION + N/1000 s after a warm-up at that level, "
                   "the proxies of the main table still running (one core, one worker), "
                   f"{SCALE_ROUNDS} alternating rounds per level. Open files: soft limit raised "
                   f"to {NOFILE}; Envoy `MAX_CONNECTIONS={ENVOY_MAX_CONNECTIONS}`, nginx "
@@ -1078,11 +1062,15 @@ def scale_tables(res):
         lines += ["", "## Body sizes", "",
                   f"Command: `make bench` phase `bodies` (`BODY_SIZES={','.join(BODY_SIZES)}`): "
                   "POSTs of that many bytes through each proxy of the main table, echoed back "
-                  "whole by the upstream. Up to 64 KiB the load is wrk; larger bodies come from "
-                  "a streaming client (a thread sends 64 KiB pieces while another reads the "
-                  "echo, so neither holds the body). MiB/s: request body bytes per second "
+                  "whole by the upstream. Up to 64 KiB the load is wrk; larger bodies are sent "
+                  "one at a time by `curl -X POST -T file` (streamed from the file while the "
+                  "echo is read to /dev/null: the client never holds the body). MiB/s: request body bytes per second "
                   "(the same again flows back). RSS: idle before → peak during (50 ms "
-                  "samples); the echo upstream's too, which shows whether it streams.", "",
+                  "samples); the echo upstream's too, which shows whether it streams. A "
+                  "failed POST ends that row (errors 1): nginx sends the whole request "
+                  "before it reads any response, so an upstream that answers while it "
+                  "reads (the echo) stalls it once the socket buffers are full, past a "
+                  "few MiB.", "",
                   "| variant | body | client | requests | MiB/s | req/s | proxy CPU µs/req | "
                   "proxy RSS MiB | echo RSS MiB | errors |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -1345,8 +1333,18 @@ def main():
                                      f"{2 * n + 256} open files, the limit is {NOFILE}"))
                     log(f"connections {n}: skipped, over the open-file limit {NOFILE}")
                     continue
+                # Each level warms up first (connections to the upstream, the
+                # proxies' buffers), and big levels run longer: opening 5,000
+                # connections takes a while on one core.
+                secs = SCALE_DURATION + n // 1000
+                for v in vs:
+                    if v.proc and not v.unavailable:
+                        try:
+                            wrk(v.port, WARMUP + n // 1000, script, n)
+                        except (RuntimeError, subprocess.TimeoutExpired) as e:
+                            log(f"({v.key}) warm-up at {n} connections failed: {e}")
                 store = {}
-                alternate(vs, SCALE_ROUNDS, SCALE_DURATION, script, n, store, f"c{n}")
+                alternate(vs, SCALE_ROUNDS, secs, script, n, store, f"c{n}")
                 for v in vs:
                     rows.append(((f"({v.key}) {v.label}", n),
                                  store.get(v.key) or f"not available: {v.unavailable}"))
