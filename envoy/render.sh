@@ -73,6 +73,34 @@ else
   WASM_SOURCE_CLUSTER="- { name: wasm_source, type: STRICT_DNS, dns_lookup_family: V4_PREFERRED, connect_timeout: 1s, load_assignment: { cluster_name: wasm_source, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: $WASM_HOST, port_value: $WASM_PORT } } } } ] } ] } }"
 fi
 export WASM_CODE WASM_SOURCE_CLUSTER
+# Named clusters for the filter's HTTP callouts and gRPC calls (SPEC section
+# 5): CLUSTERS="name=host:port other=h2c://host:port", space separated;
+# host:port speaks HTTP/1.1, h2c://host:port HTTP/2 with prior knowledge
+# (what Envoy's gRPC client needs). The test host's --cluster takes the same
+# NAME=SPEC; the route's upstream is the cluster named upstream on both.
+EXTRA_CLUSTERS=
+for c in ${CLUSTERS:-}; do
+  name=${c%%=*}; spec=${c#*=}
+  case "$c" in *=*) ;; *) echo "render.sh: CLUSTERS entry '$c' is not name=host:port or name=h2c://host:port" >&2; exit 2 ;; esac
+  case "$name" in
+    ''|*[!A-Za-z0-9_.-]*) echo "render.sh: CLUSTERS name '$name' must be letters, digits, '_', '-' or '.'" >&2; exit 2 ;;
+    upstream|wasm_source) echo "render.sh: CLUSTERS name '$name' is taken by envoy.yaml" >&2; exit 2 ;;
+  esac
+  protocol=
+  case "$spec" in
+    h2c://*) spec=${spec#h2c://}; protocol="typed_extension_protocol_options: { envoy.extensions.upstreams.http.v3.HttpProtocolOptions: { \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: { http2_protocol_options: {} } } }, " ;;
+    http://*) spec=${spec#http://} ;;
+    *://*) echo "render.sh: CLUSTERS '$c': the scheme is h2c:// or none" >&2; exit 2 ;;
+  esac
+  chost=${spec%:*}; cport=${spec##*:}
+  case "$spec" in *:*) ;; *) cport= ;; esac
+  case "$chost" in ''|*[!A-Za-z0-9.:_-]*) echo "render.sh: CLUSTERS '$c' has no valid host" >&2; exit 2 ;; esac
+  case "$cport" in ''|*[!0-9]*) echo "render.sh: CLUSTERS '$c' has no port number" >&2; exit 2 ;; esac
+  entry="- { name: $name, type: STRICT_DNS, dns_lookup_family: V4_PREFERRED, connect_timeout: 1s, ${protocol}load_assignment: { cluster_name: $name, endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: $chost, port_value: $cport } } } } ] } ] } }"
+  if [ -z "$EXTRA_CLUSTERS" ]; then EXTRA_CLUSTERS=$entry; else EXTRA_CLUSTERS="$EXTRA_CLUSTERS
+  $entry"; fi
+done
+export EXTRA_CLUSTERS
 # PLUGIN_CONFIG goes inside a single-quoted YAML scalar: double its quotes.
 PLUGIN_CONFIG=$(printf '%s' "$PLUGIN_CONFIG" | sed "s/'/''/g")
 export HTTP_PORT ADMIN_PORT LISTEN_ADDRESS UPSTREAM_HOST UPSTREAM_PORT UPSTREAM_TIMEOUT WASM_PATH PLUGIN_CONFIG \

@@ -5,7 +5,9 @@
 #   envoy/run.sh [envoy|test-host]      (or HOST=envoy|test-host; default envoy)
 #
 # Both hosts get the same settings: HTTP_PORT (8080), ECHO_PORT (8081),
-# UPSTREAM, PLUGIN_CONFIG or PLUGIN_CONFIG_FILE (envoy/filter-config.json),
+# UPSTREAM, CLUSTERS (named clusters for callouts and gRPC, "name=host:port
+# other=h2c://host:port": render.sh's clusters, the test host's --cluster),
+# PLUGIN_CONFIG or PLUGIN_CONFIG_FILE (envoy/filter-config.json),
 # WASM_PATH, LOG_LEVEL (info), WORKERS and TEST_HOST_BIN (test host: 2,
 # target/release/test-host); ADMIN_PORT (Envoy's
 # admin, 127.0.0.1 only: 9901 when free, else any free port). JWT_SECRET in
@@ -32,6 +34,7 @@ esac
 : "${ECHO_PORT:=8081}"
 : "${LOG_LEVEL:=info}"
 : "${WORKERS:=2}"
+: "${CLUSTERS:=}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/jwt-proxy.XXXXXX")
 state=
 pids=""
@@ -75,7 +78,7 @@ if [ "$host" = envoy ]; then
     [ -z "$val" ] || printf "%s='%s'\n" "$v" "$val" >> "$state/env"
   done
   touch "$state/env"
-  export HTTP_PORT ADMIN_PORT UPSTREAM
+  export HTTP_PORT ADMIN_PORT UPSTREAM CLUSTERS
   FILTER_CONFIG_DIR=$state/filter "$here/render.sh" > "$work/envoy.yaml"
   "$envoy" -c "$work/envoy.yaml" --use-dynamic-base-id --log-level "$LOG_LEVEL" \
     --log-path "$state/proxy.log" --admin-address-path "$state/admin" &
@@ -93,6 +96,7 @@ else
   set -- --wasm "${WASM_PATH:-$root/target/wasm32-wasip1/release/jwt_filter.wasm}" \
     --config "$state/config.json" --listen "127.0.0.1:$HTTP_PORT" --upstream "$UPSTREAM" \
     --workers "$WORKERS" --log-level "$LOG_LEVEL"
+  for c in $CLUSTERS; do set -- "$@" --cluster "$c"; done
   # The name only: the test host reads the value from its own environment.
   if [ -n "${JWT_SECRET:-}" ]; then set -- "$@" --host-env JWT_SECRET; fi
   echo "jwt-proxy (test host): http://127.0.0.1:$HTTP_PORT -> $UPSTREAM" >&2

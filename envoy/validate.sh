@@ -30,6 +30,8 @@ check "envoy/envoy.yaml (docker compose)" HTTP_PORT=8080 ADMIN_PORT=9901 LISTEN_
 # with vm_config.code.remote and the cluster for the URL's host.
 check "envoy/envoy.yaml (make run WASM_URL=...)" WASM_URL=http://127.0.0.1:8000/plugin.wasm \
   WASM_SHA256="$(sha256sum "$wasm" | cut -d' ' -f1)"
+# make run CLUSTERS=...: named clusters for callouts (HTTP/1.1) and gRPC (h2c).
+check "envoy/envoy.yaml (make run CLUSTERS=...)" CLUSTERS="auth=127.0.0.1:9000 grpc=h2c://localhost:9001"
 # deploy/kubernetes/configmap.yaml carries the template rendered with
 # deploy/kubernetes/envoy.env (by make oci); here with the local module.
 set --

@@ -13,6 +13,7 @@ use crate::host::Host;
 use crate::plugin::Plugin;
 use crate::proxy;
 use crate::state::clock::{Clock, HostClock};
+use crate::state::clusters::Clusters;
 use crate::state::log::LogSink;
 use crate::state::{PluginInfo, Random, Shared};
 use crate::vm::Compiled;
@@ -65,6 +66,7 @@ pub struct HostBuilder {
     clock: Clock,
     listen: SocketAddr,
     upstream: Option<String>,
+    clusters: Vec<(String, String)>,
     upstream_timeout: Duration,
     resume_timeout: Duration,
     limits: Limits,
@@ -92,6 +94,7 @@ impl HostBuilder {
             clock: Clock::System,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             upstream: None,
+            clusters: Vec::new(),
             upstream_timeout: Duration::from_secs(15),
             resume_timeout: Duration::from_secs(10),
             limits: Limits::default(),
@@ -167,6 +170,17 @@ impl HostBuilder {
         self
     }
 
+    /// A named cluster for HTTP callouts and gRPC calls (Envoy's `static_resources.clusters`;
+    /// repeatable): `spec` is `HOST:PORT` (HTTP/1.1) or `h2c://HOST:PORT` (HTTP/2 with prior
+    /// knowledge, what gRPC needs). The upstream is also the cluster `upstream`, as
+    /// `envoy/envoy.yaml` names it. Checked by [`HostBuilder::start`]: a bad name or spec is
+    /// [`Error::Invalid`] with `what: "cluster"`. Only the proxy has clusters:
+    /// [`HostBuilder::instantiate`] refuses them.
+    pub fn cluster(mut self, name: impl Into<String>, spec: impl Into<String>) -> Self {
+        self.clusters.push((name.into(), spec.into()));
+        self
+    }
+
     /// How long to wait for the upstream's response headers once the request is sent (default
     /// 15 s); then `504`.
     pub fn upstream_timeout(mut self, timeout: Duration) -> Self {
@@ -220,7 +234,7 @@ impl HostBuilder {
         self
     }
 
-    fn prepare(&self) -> Result<(Arc<Compiled>, Arc<Shared>), Error> {
+    fn prepare(&self, clusters: Clusters) -> Result<(Arc<Compiled>, Arc<Shared>), Error> {
         let bytes = match &self.wasm.0 {
             Wasm::Bytes(b) => b.clone(),
             Wasm::Path(p) => std::fs::read(p).map_err(|source| Error::Read {
@@ -233,6 +247,7 @@ impl HostBuilder {
             self.plugin.clone(),
             logs,
             HostClock::new(self.clock.clone()),
+            clusters,
         ));
         let compiled = Arc::new(Compiled::new(&bytes, &shared)?);
         Ok((compiled, shared))
@@ -245,8 +260,19 @@ impl HostBuilder {
     /// Unreadable or invalid wasm, an unknown import, a trap during start, or the filter
     /// refusing to start or configure ([`Error::VmStartFailed`], [`Error::ConfigureFailed`], whose message carries the
     /// filter's own warning and error lines).
+    /// [`Error::Invalid`] when clusters were given: the direct API has no network, so a
+    /// callout there answers as Envoy answers for an unknown cluster (`BadArgument`) and the
+    /// host logs a warning.
     pub fn instantiate(self) -> Result<Plugin, Error> {
-        let (compiled, shared) = self.prepare()?;
+        if let Some((name, spec)) = self.clusters.first() {
+            return Err(Error::Invalid {
+                what: "cluster",
+                value: format!("{name}={spec}"),
+                reason: "the direct Plugin API has no network; clusters need HostBuilder::start"
+                    .to_owned(),
+            });
+        }
+        let (compiled, shared) = self.prepare(Clusters::default())?;
         let worker = WorkerHandle::spawn(0, compiled, shared.clone())?;
         Ok(Plugin { worker, shared })
     }
@@ -255,7 +281,7 @@ impl HostBuilder {
     ///
     /// # Errors
     /// As [`HostBuilder::instantiate`], plus [`Error::Invalid`] for a missing or malformed
-    /// upstream and [`Error::Bind`].
+    /// upstream or cluster and [`Error::Bind`].
     pub async fn start(self) -> Result<Host, Error> {
         let upstream = self.upstream.clone().ok_or_else(|| Error::Invalid {
             what: "upstream",
@@ -277,9 +303,14 @@ impl HostBuilder {
                 reason: "expected HOST:PORT".to_owned(),
             });
         }
+        let clusters = Clusters::new(
+            &self.clusters,
+            Some(authority.as_str()),
+            Some(tokio::runtime::Handle::current()),
+        )?;
         let builder = self.clone();
         let (shared, workers) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            let (compiled, shared) = builder.prepare()?;
+            let (compiled, shared) = builder.prepare(clusters)?;
             let workers = (0..builder.workers)
                 .map(|i| WorkerHandle::spawn(i, compiled.clone(), shared.clone()))
                 .collect::<Result<Vec<_>, _>>()?;

@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! test-host --wasm FILE [--config FILE] [--host-env NAME]... [--env KEY=VALUE]...
-//!           --listen ADDR --upstream HOST:PORT [--workers N]
+//!           --listen ADDR --upstream HOST:PORT [--cluster NAME=HOST:PORT]...
+//!           [--cluster NAME=h2c://HOST:PORT]... [--workers N]
 //! ```
+//! The upstream is also the cluster `upstream` (as `envoy/envoy.yaml` names it); `--cluster`
+//! adds named clusters for HTTP callouts (`HOST:PORT`, HTTP/1.1) and gRPC (`h2c://`, HTTP/2
+//! with prior knowledge), like `envoy/render.sh`'s `CLUSTERS`.
 //! Secrets (the signing key) reach the VM through `--host-env NAME`, which copies the variable
 //! `NAME` of this process's environment into the VM's (Envoy's
 //! `vm_config.environment_variables.host_env_keys`); never through `--env`, whose value `ps`
@@ -52,6 +56,11 @@ struct Args {
     /// The upstream, HOST:PORT (a hostname or an address).
     #[arg(long, value_name = "HOST:PORT")]
     upstream: String,
+    /// A named cluster for HTTP callouts and gRPC calls (repeatable): NAME=HOST:PORT
+    /// (HTTP/1.1) or NAME=h2c://HOST:PORT (HTTP/2 with prior knowledge). The upstream is the
+    /// cluster "upstream".
+    #[arg(long = "cluster", value_name = "NAME=SPEC", value_parser = parse_cluster)]
+    cluster: Vec<(String, String)>,
     /// Worker threads, one VM each.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -79,6 +88,17 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("expected KEY=VALUE, got \"{s}\"")),
+    }
+}
+
+fn parse_cluster(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, spec)) if !name.is_empty() && !spec.is_empty() => {
+            Ok((name.to_owned(), spec.to_owned()))
+        }
+        _ => Err(format!(
+            "expected NAME=HOST:PORT or NAME=h2c://HOST:PORT, got \"{s}\""
+        )),
     }
 }
 
@@ -110,6 +130,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let config = std::fs::read(path)
             .with_context(|| format!("cannot read plugin configuration \"{}\"", path.display()))?;
         builder = builder.plugin_config(config);
+    }
+    for (name, spec) in args.cluster {
+        builder = builder.cluster(name, spec);
     }
     for (k, v) in args.env {
         builder = builder.env(k, v);

@@ -3,14 +3,15 @@
 //! logged at error level, and the VM is dropped with its contexts; the next request re-creates
 //! it from the module (Envoy's `FAIL_RELOAD`). Ticks are delivered between jobs.
 
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use crate::abi::{Action, Level, MetricType};
 use crate::error::Error;
+use crate::state::callout::{Completion, Poster};
 use crate::state::headers::HeaderList;
 use crate::state::{Direction, LocalReply, Shared, StreamInfo};
 use crate::vm::{Compiled, Vm};
@@ -45,9 +46,36 @@ pub(crate) struct Worker {
     shared: Arc<Shared>,
     vm: Option<Vm>,
     generation: u64,
+    /// This worker's own channel, weakly: where its VM's call completions are posted.
+    tx: Weak<mpsc::Sender<Job>>,
+}
+
+/// A poster of completions to the worker behind `tx`, for the VM of `generation` (a
+/// completion reaching a reloaded VM is dropped).
+fn poster(tx: Weak<mpsc::Sender<Job>>, generation: u64) -> Poster {
+    Poster::new(move |completion| {
+        if let Some(tx) = tx.upgrade() {
+            let _ = tx.send(Box::new(move |w: &mut Worker| {
+                w.complete(generation, completion);
+            }));
+        }
+    })
 }
 
 impl Worker {
+    /// Hands a finished call to the VM that made it (dropped if that VM was reloaded since).
+    fn complete(&mut self, generation: u64, completion: Completion) {
+        if generation != self.generation {
+            return;
+        }
+        match self.with_vm(|vm| vm.complete(completion)) {
+            Ok(()) | Err(Error::Trap { .. } | Error::VmUnavailable) => {}
+            Err(e) => self
+                .shared
+                .log(Level::Warn, format!("worker {}: {e}", self.index)),
+        }
+    }
+
     /// A trap failed the VM (Envoy's `FAIL_RELOAD`): it is dropped now with its contexts, and
     /// re-created by the next call that needs it (the next request), as Envoy does.
     fn fail(&mut self, cause: &Error) {
@@ -65,7 +93,8 @@ impl Worker {
     /// Re-creates a failed VM, counted in Envoy's `wasm.PLUGIN.vm_reload_success` /
     /// `vm_reload_failure`.
     fn reload(&mut self) {
-        let outcome = match Vm::new(&self.compiled, &self.shared) {
+        let poster = poster(self.tx.clone(), self.generation);
+        let outcome = match Vm::new(&self.compiled, &self.shared, poster) {
             Ok(vm) => {
                 self.vm = Some(vm);
                 "success"
@@ -276,7 +305,8 @@ impl Worker {
 /// The sending side of a worker; cloning it shares the worker.
 #[derive(Clone)]
 pub(crate) struct WorkerHandle {
-    tx: mpsc::Sender<Job>,
+    /// The only strong sender: the worker stops when every handle is gone.
+    tx: Arc<mpsc::Sender<Job>>,
 }
 
 impl std::fmt::Debug for WorkerHandle {
@@ -296,11 +326,13 @@ impl WorkerHandle {
         shared: Arc<Shared>,
     ) -> Result<Self, Error> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let tx = Arc::new(tx);
+        let weak = Arc::downgrade(&tx);
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), Error>>(1);
         std::thread::Builder::new()
             .name(format!("test-host-vm-{index}"))
             .spawn(move || {
-                let vm = match Vm::new(&compiled, &shared) {
+                let vm = match Vm::new(&compiled, &shared, poster(weak.clone(), 0)) {
                     Ok(vm) => vm,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -314,6 +346,7 @@ impl WorkerHandle {
                     shared,
                     vm: Some(vm),
                     generation: 0,
+                    tx: weak,
                 };
                 run(&mut worker, &rx);
             })

@@ -80,6 +80,11 @@ pub struct Setup {
     /// Environment variables: of Envoy's process (it passes `JWT_SECRET` into
     /// the VM, `host_env_keys`), of the test host's VM.
     pub env: Vec<(String, String)>,
+    /// Named clusters for callouts and gRPC, `(name, spec)` with spec
+    /// `HOST:PORT` (HTTP/1.1) or `h2c://HOST:PORT`: `envoy/render.sh`'s
+    /// `CLUSTERS`, the test host's `HostBuilder::cluster`. The upstream is
+    /// the cluster `upstream` on both.
+    pub clusters: Vec<(String, String)>,
 }
 
 /// What each proxy said when it refused to start ([`Setup::refused`]).
@@ -127,6 +132,7 @@ impl Setup {
             limits: Limits::default(),
             upstream_timeout: Duration::from_secs(15),
             env: Vec::new(),
+            clusters: Vec::new(),
         }
     }
 
@@ -175,6 +181,14 @@ impl Setup {
         for (k, v) in &self.env {
             builder = builder.env(k, v);
         }
+        if !self.clusters.is_empty() {
+            let clusters: Vec<String> = self
+                .clusters
+                .iter()
+                .map(|(name, spec)| format!("{name}={spec}"))
+                .collect();
+            builder = builder.render_env("CLUSTERS", &clusters.join(" "));
+        }
         builder
     }
 
@@ -190,6 +204,9 @@ impl Setup {
             .echo_logs(false);
         for (k, v) in &self.env {
             builder = builder.env(k, v);
+        }
+        for (name, spec) in &self.clusters {
+            builder = builder.cluster(name, spec);
         }
         builder
     }

@@ -9,7 +9,12 @@
 //! - [`HostState`]: the `T` of one VM's `Store<T>`: its WASI context, the effective context,
 //!   and the [`HttpStream`] of every HTTP context it serves.
 
+// Used by the callout host functions that land next.
+#[allow(dead_code)]
+pub(crate) mod callout;
 pub(crate) mod clock;
+#[allow(dead_code)]
+pub(crate) mod clusters;
 pub(crate) mod headers;
 pub(crate) mod log;
 pub(crate) mod shared;
@@ -25,7 +30,9 @@ use wasmtime::{Memory, TypedFunc};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::abi::{BufferType, Level, MapType, Status, StreamType};
+use callout::Callouts;
 use clock::HostClock;
+use clusters::Clusters;
 use headers::HeaderList;
 use log::{LogSink, LogSource};
 use shared::{Metrics, Queues, SharedData};
@@ -65,6 +72,9 @@ pub(crate) struct Shared {
     pub(crate) data: SharedData,
     pub(crate) metrics: Metrics,
     pub(crate) queues: Queues,
+    /// The named clusters callouts reach, and the runtime their I/O runs on.
+    #[allow(dead_code)]
+    pub(crate) clusters: Clusters,
     /// VMs created so far (gives each a distinct seed).
     pub(crate) vms_created: AtomicU64,
     /// The latest accepted plugin configuration (`Host::reconfigure`).
@@ -72,7 +82,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(plugin: PluginInfo, logs: LogSink, clock: HostClock) -> Self {
+    pub(crate) fn new(
+        plugin: PluginInfo,
+        logs: LogSink,
+        clock: HostClock,
+        clusters: Clusters,
+    ) -> Self {
         Self {
             configuration: Mutex::new(Arc::new(plugin.configuration.clone())),
             plugin,
@@ -81,6 +96,7 @@ impl Shared {
             data: SharedData::default(),
             metrics: Metrics::default(),
             queues: Queues::default(),
+            clusters,
             vms_created: AtomicU64::new(0),
         }
     }
@@ -232,6 +248,8 @@ pub(crate) struct HostState {
     pub(crate) configuration: Arc<Vec<u8>>,
     pub(crate) streams: HashMap<u32, HttpStream>,
     pub(crate) tick_period: Option<Duration>,
+    /// HTTP (and gRPC) calls in flight, and the response a callback is reading.
+    pub(crate) callouts: Callouts,
     root_properties: HashMap<Vec<u8>, Vec<u8>>,
 }
 
@@ -247,6 +265,7 @@ impl HostState {
             roots: vec![ROOT_ID],
             streams: HashMap::new(),
             tick_period: None,
+            callouts: Callouts::default(),
             root_properties: HashMap::new(),
         }
     }

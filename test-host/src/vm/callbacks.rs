@@ -22,6 +22,7 @@ pub(super) struct Callbacks {
     pub(super) log: Cb<u32, ()>,
     pub(super) done: Cb<u32, u32>,
     pub(super) delete: Cb<u32, ()>,
+    pub(super) http_call_response: Cb<(u32, u32, u32, u32, u32), ()>,
 }
 
 impl Callbacks {
@@ -42,6 +43,7 @@ impl Callbacks {
             log: export(instance, store, "proxy_on_log")?,
             done: export(instance, store, "proxy_on_done")?,
             delete: export(instance, store, "proxy_on_delete")?,
+            http_call_response: export(instance, store, "proxy_on_http_call_response")?,
         })
     }
 }

@@ -16,6 +16,7 @@ use wasmtime::{Engine, InstancePre, Linker, Module, Store, TypedFunc, WasmParams
 use crate::abi::{Action, Level};
 use crate::error::Error;
 use crate::hostcalls;
+use crate::state::callout::Poster;
 use crate::state::headers::HeaderList;
 use crate::state::log::LogSource;
 use crate::state::{Direction, GuestExports, HostState, HttpStream, ROOT_ID, Shared, StreamInfo};
@@ -63,6 +64,7 @@ pub const ABI_FUNCTIONS: &[&str] = &[
 
 /// The one linker: every host function module, then WASI preview 1.
 mod callbacks;
+mod callout;
 use callbacks::{Callbacks, export};
 
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
@@ -163,9 +165,14 @@ impl Vm {
     ///
     /// # Errors
     /// Missing exports, a trap during start, or the filter refusing to start or configure.
-    pub(crate) fn new(compiled: &Compiled, shared: &Arc<Shared>) -> Result<Self, Error> {
+    pub(crate) fn new(
+        compiled: &Compiled,
+        shared: &Arc<Shared>,
+        poster: Poster,
+    ) -> Result<Self, Error> {
         let index = shared.vms_created.fetch_add(1, Ordering::Relaxed);
-        let state = HostState::new(hostcalls::wasi::context(shared, index), shared.clone());
+        let mut state = HostState::new(hostcalls::wasi::context(shared, index), shared.clone());
+        state.callouts.set_poster(poster);
         let mut store = Store::new(&compiled.engine, state);
         let instance = compiled
             .pre
@@ -443,6 +450,7 @@ impl Vm {
         if let Some(mut stream) = self.store.data_mut().streams.remove(&id) {
             stream.wake();
         }
+        self.store.data_mut().callouts.cancel_context(id);
         let data = self.store.data_mut();
         data.effective_context = data.root;
         r.map(drop)

@@ -1,0 +1,45 @@
+//! Delivering a finished call to the VM: `proxy_on_http_call_response` on the context that
+//! made the call, with the response readable only while it runs (as in Envoy).
+
+use super::{Vm, len32};
+use crate::error::Error;
+use crate::state::callout::Completion;
+
+impl Vm {
+    /// Delivers `completion` to the context that made the call; one whose context is gone
+    /// (cancelled with it) is dropped.
+    ///
+    /// # Errors
+    /// A trap in the callback.
+    pub(crate) fn complete(&mut self, completion: Completion) -> Result<(), Error> {
+        match completion {
+            Completion::Http { token, response } => {
+                let data = self.store.data_mut();
+                let Some(context) = data.callouts.finish(token) else {
+                    return Ok(());
+                };
+                if !data.roots.contains(&context) && !data.streams.contains_key(&context) {
+                    return Ok(());
+                }
+                let response = response.unwrap_or_default();
+                let sizes = (
+                    len32(response.headers.len()),
+                    len32(response.body.len()),
+                    len32(response.trailers.len()),
+                );
+                data.callouts.current = Some(response);
+                let f = self.cb.http_call_response.clone();
+                let r = self.call(
+                    context,
+                    "proxy_on_http_call_response",
+                    &f,
+                    (context, token, sizes.0, sizes.1, sizes.2),
+                );
+                let data = self.store.data_mut();
+                data.callouts.current = None;
+                data.effective_context = data.root;
+                r.map(drop)
+            }
+        }
+    }
+}
