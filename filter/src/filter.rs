@@ -6,7 +6,6 @@
 //! data, so `/status` is exact across workers.
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +15,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
 use crate::config::{Config, MAX_USER_LEN};
-use crate::jwt::{NONCE_LEN, Signer};
+use crate::jwt::{NONCE_LEN, Signer, push_u64};
 use crate::status::{Figures, wants_html};
 
 /// Shared-data key holding the proxy's start time (u64 nanoseconds, little endian).
@@ -431,9 +430,7 @@ fn request_line(
     line.push_str(path);
     line.push(' ');
     match status {
-        Some(code) => {
-            let _ = write!(line, "{code}");
-        }
+        Some(code) => push_u64(&mut line, code),
         None => line.push('-'),
     }
     line.push_str(" jti=");
@@ -449,7 +446,7 @@ fn request_line(
     };
     // Milliseconds with three decimals, rounded to the microsecond.
     let micros = duration_nanos(elapsed).saturating_add(500) / 1000;
-    let _ = write!(line, "{}", micros / 1000);
+    push_u64(&mut line, micros / 1000);
     line.push('.');
     let frac = micros % 1000;
     for digit in [frac / 100, frac / 10 % 10, frac % 10] {

@@ -110,10 +110,11 @@ impl Signer {
     fn claims(&self, iat: u64, jti: &str, user: &str, date: &str) -> String {
         let mut json = String::with_capacity(self.claims_prefix.len() + 120 + user.len());
         json.push_str(&self.claims_prefix);
-        // Writing to a `String` cannot fail.
-        let _ = write!(json, r#""iat":{iat}"#);
+        json.push_str(r#""iat":"#);
+        push_u64(&mut json, iat);
         if let Some(ttl) = self.ttl_seconds {
-            let _ = write!(json, r#","exp":{}"#, iat.saturating_add(ttl));
+            json.push_str(r#","exp":"#);
+            push_u64(&mut json, iat.saturating_add(ttl));
         }
         json.push_str(r#","jti":""#);
         json.push_str(jti);
@@ -203,7 +204,42 @@ pub fn utc_date(secs: u64) -> Result<String, SignError> {
         return Err(SignError::TimeOutOfRange(secs));
     }
     let (year, month, day) = civil_from_days(secs / 86_400);
-    Ok(format!("{year:04}-{month:02}-{day:02}"))
+    // By hand, not `format!`: this runs for every token, and core::fmt's
+    // padding machinery costs more than the rest of the date.
+    let mut date = String::with_capacity(10);
+    push_digits(&mut date, year, 4);
+    date.push('-');
+    push_digits(&mut date, month, 2);
+    date.push('-');
+    push_digits(&mut date, day, 2);
+    Ok(date)
+}
+
+/// Appends the last `width` decimal digits of `n`, zero-padded.
+fn push_digits(out: &mut String, n: u64, width: u32) {
+    for i in (0..width).rev() {
+        let digit = n / 10u64.pow(i) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
+}
+
+/// Appends `n` in decimal, as `write!(out, "{n}")` does, without core::fmt
+/// (once or twice per request).
+pub fn push_u64(out: &mut String, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
+    }
 }
 
 #[cfg(test)]
@@ -359,6 +395,19 @@ mod tests {
         assert_eq!(utc_date(68_169_600).unwrap(), "1972-02-29");
         assert!(utc_date(253_402_300_800).is_err());
         assert!(utc_date(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn digits_by_hand_match_format() {
+        for n in [0, 1, 9, 10, 99, 1000, 1_795_435_200, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+        let mut out = String::new();
+        push_digits(&mut out, 7, 4);
+        push_digits(&mut out, 12, 2);
+        assert_eq!(out, "000712");
     }
 
     #[test]
