@@ -10,12 +10,13 @@ use std::time::Duration;
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use tokio::io::AsyncWrite;
-use wasmtime::Linker;
+use wasmtime::{Caller, Linker};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
 use crate::abi::Level;
+use crate::hostcalls::memory;
 use crate::state::clock::HostClock;
 use crate::state::log::{LogSink, LogSource};
 use crate::state::{HostState, Random, Shared};
@@ -25,7 +26,46 @@ use crate::state::{HostState, Random, Shared};
 /// # Errors
 /// When a function is already defined in `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p1::add_to_linker_sync(linker, |state: &mut HostState| &mut state.wasi)
+    wasmtime_wasi::p1::add_to_linker_sync(linker, |state: &mut HostState| &mut state.wasi)?;
+    // wasmtime-wasi writes only the first buffer of a stdout write (WASI allows a short
+    // write); Envoy logs all of them as one line, and so does this one.
+    linker.allow_shadowing(true);
+    let r = linker
+        .func_wrap("wasi_snapshot_preview1", "fd_write", fd_write)
+        .map(drop);
+    linker.allow_shadowing(false);
+    r
+}
+
+/// WASI errno `badf`: the guest has no file but stdout and stderr.
+const ERRNO_BADF: u32 = 8;
+
+/// `fd_write` as Envoy has it: stdout (info) and stderr (error) each write one log record of all
+/// its buffers, one trailing newline dropped; any other descriptor is `badf`.
+fn fd_write(
+    mut caller: Caller<'_, HostState>,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    nwritten: u32,
+) -> wasmtime::Result<u32> {
+    let (level, source) = match fd {
+        1 => (Level::Info, LogSource::Stdout),
+        2 => (Level::Error, LogSource::Stderr),
+        _ => return Ok(ERRNO_BADF),
+    };
+    let table = memory::read(&mut caller, iovs, iovs_len.saturating_mul(8))?;
+    let mut data = Vec::new();
+    for iov in table.chunks_exact(8) {
+        let word = |i: usize| u32::from_le_bytes([iov[i], iov[i + 1], iov[i + 2], iov[i + 3]]);
+        data.extend_from_slice(&memory::read(&mut caller, word(0), word(4))?);
+    }
+    let written = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    let text = data.strip_suffix(b"\n").unwrap_or(&data);
+    let text = String::from_utf8_lossy(text).into_owned();
+    caller.data().shared.logs.log(level, source, text);
+    memory::write_u32(&mut caller, nwritten, written)?;
+    Ok(0)
 }
 
 /// The WASI context of the `vm_index`-th VM of a host.

@@ -12,3 +12,4 @@
 mod body;
 mod failure;
 mod reply;
+mod wasi;
