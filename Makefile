@@ -114,9 +114,10 @@ oci: wasm
 wasm-rustflags:
 	@echo '$(WASM_RUSTFLAGS)'
 
-# What the filter costs in Envoy: alternating wrk rounds against Envoy alone,
-# with the no-op filter, with ours, and the test host; writes BENCHMARKS.md.
-# ROUNDS=5 DURATION=10 (seconds per round) by default.
+# What the filter costs against Envoy alone and nginx + Lua, and how it
+# scales (connections, threads, bodies, workers; tests/bench/bench.py says
+# the knobs); writes BENCHMARKS.md and README.md's benchmark paragraph.
+# ROUNDS=10 DURATION=4 (seconds per round) by default, about 20 minutes.
 bench: toolchain envoy
 	python3 tests/bench/bench.py
 
