@@ -109,6 +109,8 @@ struct Pump {
     forwarded: u64,
     /// The head keeps `declared`: the forwarded total must match it.
     strict: bool,
+    /// The data that completes `declared`, sent once the next call kept the length.
+    held: Option<Frame<Bytes>>,
 }
 
 /// How long a coalescing read waits for more of what already arrived.
@@ -235,7 +237,20 @@ impl Pump {
                 self.decide(ended);
             }
             self.check_length(ended).map_err(Stop::Length)?;
+            // The head kept its length: the bytes that complete it wait for the next call, so a
+            // filter that lengthens the body at its end stops a short message, never a whole one.
+            if let Some(held) = self.held.take()
+                && self.tx.send(Ok(held)).await.is_err()
+            {
+                return Err(Stop::Gone);
+            }
             let frame = match data {
+                Some(data)
+                    if self.strict && !ended && Some(self.forwarded) == self.mode.declared =>
+                {
+                    self.held = Some(Frame::data(Bytes::from(data)));
+                    continue;
+                }
                 Some(data) => Frame::data(Bytes::from(data)),
                 None if outcome.headers.is_empty() => continue,
                 None if direction == Direction::Request => {
@@ -267,6 +282,7 @@ impl Pump {
             received: 0,
             forwarded: 0,
             strict: false,
+            held: None,
         }
     }
 }

@@ -815,3 +815,40 @@ fn a_response_body_changed_in_size_reaches_the_client_with_its_true_length() {
         }
     }
 }
+
+/// A filter that passes the body on unchanged and lengthens it only on the
+/// end-of-stream call: the head already left with its length. Envoy spills
+/// the extra bytes into the next request; the test host holds back the bytes
+/// that would complete the length until it knows, so the upstream never gets
+/// a whole request with a body other than the filter's: the request is reset
+/// and the client gets a 503.
+#[test]
+fn a_body_lengthened_after_its_length_left_is_reset_not_smuggled() {
+    for i in 0..2 {
+        let upstream = RawUpstream::start();
+        let proxy = one_of(i, upstream.addr);
+        let name = proxy.name();
+        let first = raw::exchange(
+            proxy.addr(),
+            &raw::post("/h", &["x-req: grow-end"], b"hello"),
+        );
+        let second = raw::exchange(proxy.addr(), &raw::post("/i", &[], b"world"));
+        assert_eq!(second.status, 200, "{name}");
+        let seen = upstream.seen();
+        if i == 0 {
+            assert_eq!(first.status, 200, "{name}");
+            assert_eq!(seen[0].line, "POST /h HTTP/1.1", "{name}");
+            assert_eq!(seen[0].body, b"hello", "{name}");
+            assert_eq!(seen[1].line, "+endPOST /i HTTP/1.1", "{name}: the spill");
+        } else {
+            assert_eq!(first.status, 503, "{name}");
+            assert_eq!(seen.len(), 1, "{name}: {seen:?}");
+            assert_eq!(seen[0].line, "POST /i HTTP/1.1", "{name}");
+            let log = proxy.all_output();
+            assert!(
+                log.contains("after its content-length (5) was sent"),
+                "{name}: {log}"
+            );
+        }
+    }
+}
