@@ -493,7 +493,8 @@ impl Wire {
 
 /// An HTTP/1.1 upstream that parses requests strictly by their framing
 /// (`content-length` or chunked) and answers each `200` with `pong`
-/// (`content-length: 4`), so a body longer than its length spills into the
+/// (`content-length: 4`; chunked with a trailer `x-up` for a path with
+/// `/trailers`), so a body longer than its length spills into the
 /// next request on the connection, as a real server would read it.
 struct RawUpstream {
     addr: SocketAddr,
@@ -614,16 +615,19 @@ fn serve_raw(mut stream: TcpStream, conn: usize, seen: &Mutex<Vec<Wire>>) {
             }
             body = buf.drain(..len).collect();
         }
+        let trailers = line.contains("/trailers");
         seen.lock().unwrap().push(Wire {
             conn,
             line,
             headers,
             body,
         });
-        if stream
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\npong")
-            .is_err()
-        {
+        let answer: &[u8] = if trailers {
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\npong\r\n0\r\nx-up: 1\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\npong"
+        };
+        if stream.write_all(answer).is_err() {
             return;
         }
     }
@@ -850,5 +854,44 @@ fn a_body_lengthened_after_its_length_left_is_reset_not_smuggled() {
                 "{name}: {log}"
             );
         }
+    }
+}
+
+/// The upstream's HTTP/1 trailers are dropped as the client's are: the
+/// response body ends with the empty end-of-stream call, no trailers call,
+/// and the client gets no trailer.
+#[test]
+fn upstream_trailers_over_http1_are_dropped() {
+    for i in 0..2 {
+        let upstream = RawUpstream::start();
+        let proxy = one_of(i, upstream.addr);
+        let name = proxy.name();
+        let mut got = Vec::new();
+        let l = lines_of(
+            &proxy,
+            || {
+                got = raw_bytes(
+                    proxy.addr(),
+                    &[&raw::bare("GET", "/trailers", &["Connection: close"])],
+                    Duration::from_millis(800),
+                );
+            },
+            response_ended,
+        );
+        assert!(contains(&got, b"pong"), "{name}");
+        assert!(
+            !contains(&got, b"x-up"),
+            "{name}: {}",
+            String::from_utf8_lossy(&got)
+        );
+        assert_eq!(
+            l.response,
+            [
+                "response headers eos=false",
+                "response body size=4 eos=false len=4 fnv=8c1eda0da8870097 text=\"pong\"",
+                "response body size=0 eos=true none",
+            ],
+            "{name}"
+        );
     }
 }
