@@ -134,9 +134,9 @@ pub enum MapType {
     ResponseHeaders,
     /// Response trailers.
     ResponseTrailers,
-    /// gRPC initial metadata (not supported).
+    /// gRPC initial metadata (while `proxy_on_grpc_receive_initial_metadata` runs).
     GrpcReceiveInitialMetadata,
-    /// gRPC trailing metadata (not supported).
+    /// gRPC trailing metadata (while `proxy_on_grpc_receive_trailing_metadata` runs).
     GrpcReceiveTrailingMetadata,
     /// HTTP call response headers (not supported).
     HttpCallResponseHeaders,
@@ -175,7 +175,7 @@ pub enum BufferType {
     UpstreamData,
     /// HTTP call response body (not supported).
     HttpCallResponseBody,
-    /// gRPC receive buffer (not supported).
+    /// gRPC receive buffer (while `proxy_on_grpc_receive` runs).
     GrpcReceiveBuffer,
     /// `vm_config.configuration`.
     VmConfiguration,

@@ -22,6 +22,7 @@
 
 mod abi;
 mod builder;
+mod callout;
 mod edge;
 mod error;
 mod host;

@@ -7,6 +7,7 @@
 pub(crate) mod buffers;
 pub(crate) mod clock;
 pub(crate) mod context;
+pub(crate) mod grpc;
 pub(crate) mod headers;
 pub(crate) mod log;
 pub(crate) mod memory;

@@ -1,6 +1,6 @@
 //! HTTP stream control (local responses, continue/close), and the outbound calls this host
-//! does not offer (HTTP/gRPC calls, foreign functions), which link and answer with a status
-//! the SDK accepts for them.
+//! does not offer (HTTP calls, foreign functions), which link and answer with a status the
+//! SDK accepts for them (gRPC is in [`super::grpc`]).
 // The ABI fixes these functions' parameters.
 #![allow(clippy::too_many_arguments)]
 
@@ -81,69 +81,6 @@ fn proxy_http_call(
     Ok(Status::BadArgument.code())
 }
 
-fn proxy_grpc_call(
-    caller: Caller<'_, HostState>,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-) -> wasmtime::Result<u32> {
-    warn(
-        &caller,
-        "proxy_grpc_call is not implemented; answering InternalFailure",
-    );
-    Ok(Status::InternalFailure.code())
-}
-
-fn proxy_grpc_stream(
-    caller: Caller<'_, HostState>,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-) -> wasmtime::Result<u32> {
-    warn(
-        &caller,
-        "proxy_grpc_stream is not implemented; answering InternalFailure",
-    );
-    Ok(Status::InternalFailure.code())
-}
-
-fn proxy_grpc_send(
-    _: Caller<'_, HostState>,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-) -> wasmtime::Result<u32> {
-    Ok(Status::NotFound.code())
-}
-
-fn proxy_get_status(
-    mut caller: Caller<'_, HostState>,
-    ret_code: u32,
-    ret_ptr: u32,
-    ret_size: u32,
-) -> wasmtime::Result<u32> {
-    // No call ever completed: gRPC status Unknown (2), no message.
-    memory::write_u32(&mut caller, ret_code, 2)?;
-    memory::return_bytes(&mut caller, &[], ret_ptr, ret_size)?;
-    Ok(Status::Ok.code())
-}
-
 fn proxy_call_foreign_function(
     mut caller: Caller<'_, HostState>,
     name_ptr: u32,
@@ -161,7 +98,7 @@ fn proxy_call_foreign_function(
     Ok(Status::NotFound.code())
 }
 
-/// Adds local response, continue/close stream, HTTP/gRPC call and foreign function functions.
+/// Adds local response, continue/close stream, HTTP call and foreign function functions.
 ///
 /// # Errors
 /// When a function is already defined in `linker`.
@@ -174,19 +111,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     linker.func_wrap("env", "proxy_continue_stream", proxy_continue_stream)?;
     linker.func_wrap("env", "proxy_close_stream", proxy_close_stream)?;
     linker.func_wrap("env", "proxy_http_call", proxy_http_call)?;
-    linker.func_wrap("env", "proxy_grpc_call", proxy_grpc_call)?;
-    linker.func_wrap("env", "proxy_grpc_stream", proxy_grpc_stream)?;
-    linker.func_wrap("env", "proxy_grpc_send", proxy_grpc_send)?;
-    for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
-        linker.func_wrap(
-            "env",
-            name,
-            |_: Caller<'_, HostState>, _: u32| -> wasmtime::Result<u32> {
-                Ok(Status::NotFound.code())
-            },
-        )?;
-    }
-    linker.func_wrap("env", "proxy_get_status", proxy_get_status)?;
     linker.func_wrap(
         "env",
         "proxy_call_foreign_function",

@@ -35,6 +35,13 @@ pub(crate) enum Completion {
         /// What the cluster answered (or what Envoy would have answered for it).
         response: Option<HttpResponse>,
     },
+    /// A gRPC call or stream of this VM got `event` (`crate::callout::grpc`).
+    Grpc {
+        /// The token `proxy_grpc_call` / `proxy_grpc_stream` returned.
+        token: u32,
+        /// What arrived.
+        event: crate::state::grpc::GrpcEvent,
+    },
 }
 
 /// Posts a [`Completion`] to the worker that owns the VM (a weak link: it never keeps a

@@ -13,6 +13,7 @@
 #[allow(dead_code)]
 pub(crate) mod callout;
 pub(crate) mod clock;
+pub(crate) mod grpc;
 #[allow(dead_code)]
 pub(crate) mod clusters;
 pub(crate) mod headers;
@@ -33,6 +34,7 @@ use crate::abi::{BufferType, Level, MapType, Status, StreamType};
 use callout::Callouts;
 use clock::HostClock;
 use clusters::Clusters;
+use grpc::GrpcCalls;
 use headers::HeaderList;
 use log::{LogSink, LogSource};
 use shared::{Metrics, Queues, SharedData};
@@ -250,6 +252,8 @@ pub(crate) struct HostState {
     pub(crate) tick_period: Option<Duration>,
     /// HTTP (and gRPC) calls in flight, and the response a callback is reading.
     pub(crate) callouts: Callouts,
+    /// gRPC calls and streams in flight, and what a gRPC callback reads.
+    pub(crate) grpc: GrpcCalls,
     root_properties: HashMap<Vec<u8>, Vec<u8>>,
 }
 
@@ -266,6 +270,7 @@ impl HostState {
             streams: HashMap::new(),
             tick_period: None,
             callouts: Callouts::default(),
+            grpc: GrpcCalls::default(),
             root_properties: HashMap::new(),
         }
     }
@@ -297,6 +302,11 @@ impl HostState {
 
     /// A header map of the effective HTTP context.
     pub(crate) fn map_mut(&mut self, map: MapType) -> Option<&mut HeaderList> {
+        match map {
+            MapType::GrpcReceiveInitialMetadata => return self.grpc.initial_metadata.as_mut(),
+            MapType::GrpcReceiveTrailingMetadata => return self.grpc.trailing_metadata.as_mut(),
+            _ => {}
+        }
         let stream = self.stream_mut()?;
         match map {
             MapType::RequestHeaders => Some(&mut stream.request_headers),
@@ -321,6 +331,7 @@ impl HostState {
         match kind {
             BufferType::PluginConfiguration => Some(self.configuration.to_vec()),
             BufferType::VmConfiguration => Some(self.shared.plugin.vm_configuration.clone()),
+            BufferType::GrpcReceiveBuffer => self.grpc.receive_buffer.clone(),
             BufferType::RequestBody => self.stream_mut().map(|s| s.request_body.clone()),
             BufferType::ResponseBody => self.stream_mut().map(|s| s.response_body.clone()),
             _ => None,

@@ -23,6 +23,10 @@ pub(super) struct Callbacks {
     pub(super) done: Cb<u32, u32>,
     pub(super) delete: Cb<u32, ()>,
     pub(super) http_call_response: Cb<(u32, u32, u32, u32, u32), ()>,
+    pub(super) grpc_initial_metadata: Cb<(u32, u32, u32), ()>,
+    pub(super) grpc_receive: Cb<(u32, u32, u32), ()>,
+    pub(super) grpc_trailing_metadata: Cb<(u32, u32, u32), ()>,
+    pub(super) grpc_close: Cb<(u32, u32, u32), ()>,
 }
 
 impl Callbacks {
@@ -44,6 +48,18 @@ impl Callbacks {
             done: export(instance, store, "proxy_on_done")?,
             delete: export(instance, store, "proxy_on_delete")?,
             http_call_response: export(instance, store, "proxy_on_http_call_response")?,
+            grpc_initial_metadata: export(
+                instance,
+                store,
+                "proxy_on_grpc_receive_initial_metadata",
+            )?,
+            grpc_receive: export(instance, store, "proxy_on_grpc_receive")?,
+            grpc_trailing_metadata: export(
+                instance,
+                store,
+                "proxy_on_grpc_receive_trailing_metadata",
+            )?,
+            grpc_close: export(instance, store, "proxy_on_grpc_close")?,
         })
     }
 }

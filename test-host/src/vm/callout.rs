@@ -13,6 +13,7 @@ impl Vm {
     /// A trap in the callback.
     pub(crate) fn complete(&mut self, completion: Completion) -> Result<(), Error> {
         match completion {
+            Completion::Grpc { token, event } => self.grpc_event(token, event),
             Completion::Http { token, response } => {
                 let data = self.store.data_mut();
                 let Some(context) = data.callouts.finish(token) else {

@@ -65,6 +65,7 @@ pub const ABI_FUNCTIONS: &[&str] = &[
 /// The one linker: every host function module, then WASI preview 1.
 mod callbacks;
 mod callout;
+mod grpc;
 use callbacks::{Callbacks, export};
 
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
@@ -74,6 +75,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     hostcalls::buffers::add_to_linker(&mut linker)?;
     hostcalls::headers::add_to_linker(&mut linker)?;
     hostcalls::stream::add_to_linker(&mut linker)?;
+    hostcalls::grpc::add_to_linker(&mut linker)?;
     hostcalls::shared::add_to_linker(&mut linker)?;
     hostcalls::properties::add_to_linker(&mut linker)?;
     hostcalls::context::add_to_linker(&mut linker)?;

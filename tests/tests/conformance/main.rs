@@ -11,5 +11,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 mod body;
 mod failure;
+mod grpc;
 mod reply;
 mod wasi;

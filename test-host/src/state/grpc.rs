@@ -1,0 +1,270 @@
+//! gRPC calls and streams of one VM, as Envoy keeps them: owned by the root context of the
+//! context that made them (so an HTTP context ending does not cancel them), tokens numbered
+//! as Envoy numbers them (calls `4n + 1` from 5, streams `4n + 2` from 6), the status of the
+//! last close per root context (`proxy_get_status`), and what a gRPC callback may read while
+//! it runs (buffer type 5, map types 4 and 5). Leaf: no guest memory, no wasmtime.
+
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::state::headers::HeaderList;
+
+/// gRPC status `Unavailable`.
+pub(crate) const UNAVAILABLE: u32 = 14;
+/// gRPC status `Internal`.
+pub(crate) const INTERNAL: u32 = 13;
+
+/// What the cluster sent, on its way to the VM.
+#[derive(Debug)]
+pub(crate) enum GrpcEvent {
+    /// The response headers (streams only).
+    InitialMetadata(HeaderList),
+    /// One message (a unary call's only one: that call is then over).
+    Message(Vec<u8>),
+    /// The trailers (streams only).
+    TrailingMetadata(HeaderList),
+    /// The call or the stream ended with this status and message.
+    Close {
+        /// gRPC status code.
+        status: u32,
+        /// Its message, as the filter reads it.
+        message: String,
+    },
+}
+
+/// What the filter sends on a call, to the I/O task.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A message (`proxy_grpc_send`); `true` ends the client's side after it.
+    Message(Vec<u8>, bool),
+    /// End the client's side (`proxy_grpc_close` of a stream).
+    Close,
+}
+
+/// Whether a token names a unary call or a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `proxy_grpc_call`.
+    Call,
+    /// `proxy_grpc_stream`.
+    Stream,
+}
+
+impl Kind {
+    /// The kind of `token` by Envoy's numbering (`None`: not a gRPC token).
+    pub(crate) fn of(token: u32) -> Option<Self> {
+        match token & 3 {
+            1 => Some(Self::Call),
+            2 => Some(Self::Stream),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    root: u32,
+    abort: AbortHandle,
+    outbound: mpsc::UnboundedSender<Outbound>,
+    local_closed: bool,
+    remote_closed: bool,
+}
+
+/// One VM's gRPC calls and streams.
+#[derive(Debug)]
+pub(crate) struct GrpcCalls {
+    next_call: u32,
+    next_stream: u32,
+    pending: HashMap<u32, Pending>,
+    /// The status of the last close delivered to each root context.
+    status: HashMap<u32, (u32, String)>,
+    /// Buffer type 5 while `proxy_on_grpc_receive` runs.
+    pub(crate) receive_buffer: Option<Vec<u8>>,
+    /// Map type 4 while `proxy_on_grpc_receive_initial_metadata` runs.
+    pub(crate) initial_metadata: Option<HeaderList>,
+    /// Map type 5 while `proxy_on_grpc_receive_trailing_metadata` runs.
+    pub(crate) trailing_metadata: Option<HeaderList>,
+}
+
+impl Default for GrpcCalls {
+    fn default() -> Self {
+        Self {
+            next_call: 1,
+            next_stream: 2,
+            pending: HashMap::new(),
+            status: HashMap::new(),
+            receive_buffer: None,
+            initial_metadata: None,
+            trailing_metadata: None,
+        }
+    }
+}
+
+impl GrpcCalls {
+    /// The next token of `kind` (Envoy adds 4 each time; never one in flight).
+    pub(crate) fn next_token(&mut self, kind: Kind) -> u32 {
+        loop {
+            let next = match kind {
+                Kind::Call => &mut self.next_call,
+                Kind::Stream => &mut self.next_stream,
+            };
+            *next = next.wrapping_add(4);
+            let token = *next;
+            if token > 3 && !self.pending.contains_key(&token) {
+                return token;
+            }
+        }
+    }
+
+    /// Records a call in flight for root context `root`.
+    pub(crate) fn insert(
+        &mut self,
+        token: u32,
+        root: u32,
+        abort: AbortHandle,
+        outbound: mpsc::UnboundedSender<Outbound>,
+    ) {
+        self.pending.insert(
+            token,
+            Pending {
+                root,
+                abort,
+                outbound,
+                local_closed: false,
+                remote_closed: false,
+            },
+        );
+    }
+
+    /// The root context a call in flight belongs to.
+    pub(crate) fn root_of(&self, token: u32) -> Option<u32> {
+        self.pending.get(&token).map(|p| p.root)
+    }
+
+    /// Whether `token` is in flight.
+    #[cfg(test)]
+    pub(crate) fn contains(&self, token: u32) -> bool {
+        self.pending.contains_key(&token)
+    }
+
+    /// Sends `message` on stream `token` (`false`: no such stream).
+    pub(crate) fn send(&mut self, token: u32, message: Vec<u8>, end_stream: bool) -> bool {
+        let Some(p) = self.pending.get_mut(&token) else {
+            return false;
+        };
+        let _ = p.outbound.send(Outbound::Message(message, end_stream));
+        if end_stream {
+            p.local_closed = true;
+        }
+        true
+    }
+
+    /// Cancels `token`: its I/O stops (a stream is reset) and no callback follows.
+    pub(crate) fn cancel(&mut self, token: u32) -> bool {
+        match self.pending.remove(&token) {
+            Some(p) => {
+                p.abort.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `proxy_grpc_close` of a stream: ends the client's side; the stream is forgotten once
+    /// the server has closed too.
+    pub(crate) fn close_local(&mut self, token: u32) -> bool {
+        let Some(p) = self.pending.get_mut(&token) else {
+            return false;
+        };
+        let _ = p.outbound.send(Outbound::Close);
+        p.local_closed = true;
+        if p.remote_closed {
+            self.pending.remove(&token);
+        }
+        true
+    }
+
+    /// After a close was delivered: a call is over; a stream is forgotten if the filter
+    /// closed its side already (else `proxy_grpc_close` still finds it).
+    pub(crate) fn closed_remotely(&mut self, token: u32) {
+        let forget = match (Kind::of(token), self.pending.get_mut(&token)) {
+            (Some(Kind::Stream), Some(p)) => {
+                p.remote_closed = true;
+                p.local_closed
+            }
+            _ => true,
+        };
+        if forget {
+            self.pending.remove(&token);
+        }
+    }
+
+    /// After a unary call's message was delivered: the call is over.
+    pub(crate) fn finish(&mut self, token: u32) {
+        if Kind::of(token) == Some(Kind::Call) {
+            self.pending.remove(&token);
+        }
+    }
+
+    /// Sets the status `proxy_get_status` reports to `root`.
+    pub(crate) fn set_status(&mut self, root: u32, code: u32, message: String) {
+        self.status.insert(root, (code, message));
+    }
+
+    /// Clears the message after a close callback, keeping the code (as Envoy does).
+    pub(crate) fn clear_message(&mut self, root: u32) {
+        if let Some((_, m)) = self.status.get_mut(&root) {
+            m.clear();
+        }
+    }
+
+    /// `proxy_get_status` of `root`: code 0 and no message before any close.
+    pub(crate) fn status(&self, root: u32) -> (u32, String) {
+        self.status.get(&root).cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for GrpcCalls {
+    fn drop(&mut self) {
+        for p in self.pending.values() {
+            p.abort.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_follow_envoys_numbering() {
+        let mut g = GrpcCalls::default();
+        assert_eq!(g.next_token(Kind::Call), 5);
+        assert_eq!(g.next_token(Kind::Call), 9);
+        assert_eq!(g.next_token(Kind::Stream), 6);
+        assert_eq!(g.next_token(Kind::Stream), 10);
+        assert_eq!(Kind::of(9), Some(Kind::Call));
+        assert_eq!(Kind::of(10), Some(Kind::Stream));
+        assert_eq!(Kind::of(8), None);
+    }
+
+    #[tokio::test]
+    async fn a_stream_lives_until_both_sides_closed() {
+        let mut g = GrpcCalls::default();
+        let t = g.next_token(Kind::Stream);
+        let task = tokio::spawn(std::future::pending::<()>());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        g.insert(t, 1, task.abort_handle(), tx);
+        g.closed_remotely(t);
+        assert!(g.contains(t), "the filter has not closed its side");
+        assert!(g.close_local(t));
+        assert!(matches!(rx.recv().await, Some(Outbound::Close)));
+        assert!(!g.contains(t));
+        g.set_status(1, 7, "no".into());
+        g.clear_message(1);
+        assert_eq!(g.status(1), (7, String::new()));
+        assert_eq!(g.status(2), (0, String::new()));
+    }
+}
