@@ -3,3 +3,4 @@
 //! ([`crate::state::callout::Poster`]).
 
 pub(crate) mod grpc;
+pub(crate) mod http;

@@ -5,6 +5,7 @@
 //! outcomes are ABI [`crate::abi::Status`] codes.
 
 pub(crate) mod buffers;
+pub(crate) mod callout;
 pub(crate) mod clock;
 pub(crate) mod context;
 pub(crate) mod grpc;

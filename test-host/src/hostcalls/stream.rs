@@ -1,6 +1,6 @@
-//! HTTP stream control (local responses, continue/close), and the outbound calls this host
-//! does not offer (HTTP calls, foreign functions), which link and answer with a status the
-//! SDK accepts for them (gRPC is in [`super::grpc`]).
+//! HTTP stream control (local responses, continue/close), and foreign functions, which this
+//! host does not offer (they link and answer `NotFound`). HTTP callouts are in
+//! [`super::callout`], gRPC in [`super::grpc`].
 // The ABI fixes these functions' parameters.
 #![allow(clippy::too_many_arguments)]
 
@@ -61,26 +61,6 @@ fn proxy_close_stream(mut caller: Caller<'_, HostState>, kind: u32) -> wasmtime:
     Ok(Status::Ok.code())
 }
 
-fn proxy_http_call(
-    caller: Caller<'_, HostState>,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-) -> wasmtime::Result<u32> {
-    warn(
-        &caller,
-        "proxy_http_call: this host has no clusters; answering BadArgument",
-    );
-    Ok(Status::BadArgument.code())
-}
-
 fn proxy_call_foreign_function(
     mut caller: Caller<'_, HostState>,
     name_ptr: u32,
@@ -110,7 +90,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     )?;
     linker.func_wrap("env", "proxy_continue_stream", proxy_continue_stream)?;
     linker.func_wrap("env", "proxy_close_stream", proxy_close_stream)?;
-    linker.func_wrap("env", "proxy_http_call", proxy_http_call)?;
     linker.func_wrap(
         "env",
         "proxy_call_foreign_function",

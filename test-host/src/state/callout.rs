@@ -77,24 +77,14 @@ struct Pending {
 }
 
 /// One VM's calls: tokens, the calls in flight, the response being delivered.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Callouts {
     poster: Option<Poster>,
+    /// The last token given (Envoy's first HTTP call token is 4).
     next_token: u32,
     pending: HashMap<u32, Pending>,
     /// The response of the `on_http_call_response` running now (only then readable).
     pub(crate) current: Option<HttpResponse>,
-}
-
-impl Default for Callouts {
-    fn default() -> Self {
-        Self {
-            poster: None,
-            next_token: 1,
-            pending: HashMap::new(),
-            current: None,
-        }
-    }
 }
 
 impl Callouts {
@@ -108,13 +98,13 @@ impl Callouts {
         self.poster.as_ref()
     }
 
-    /// A fresh token (never 0, never one in flight).
+    /// A fresh token, numbered as Envoy numbers HTTP calls per VM: 4, 8, 12, ... (the low two
+    /// bits are the callout type, 0 for HTTP; gRPC calls and streams use 1 and 2).
     pub(crate) fn next_token(&mut self) -> u32 {
         loop {
-            let token = self.next_token;
-            self.next_token = self.next_token.checked_add(1).unwrap_or(1);
-            if token != 0 && !self.pending.contains_key(&token) {
-                return token;
+            self.next_token = self.next_token.wrapping_add(4);
+            if self.next_token != 0 && !self.pending.contains_key(&self.next_token) {
+                return self.next_token;
             }
         }
     }
@@ -143,6 +133,7 @@ impl Callouts {
     }
 
     /// Calls in flight.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.pending.len()
     }
@@ -156,6 +147,54 @@ impl Drop for Callouts {
     }
 }
 
+/// Where an HTTP callout goes, once `proxy_http_call`'s checks passed.
+pub(crate) struct HttpCallPlan {
+    pub(crate) cluster: crate::state::clusters::Cluster,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) poster: Poster,
+    pub(crate) token: u32,
+}
+
+impl crate::state::HostState {
+    /// `proxy_http_call`'s checks, as Envoy's `httpCall` makes them: an unknown cluster, or
+    /// headers without `:path`, `:method` or `:authority`, are `BadArgument`. `Ok` gives the
+    /// cluster, the runtime, the poster and a fresh token; the caller starts the I/O and
+    /// records it with [`Callouts::insert`].
+    pub(crate) fn plan_http_call(
+        &mut self,
+        cluster: &str,
+        headers: &HeaderList,
+    ) -> Result<HttpCallPlan, crate::abi::Status> {
+        use crate::abi::Status;
+        let clusters = &self.shared.clusters;
+        let Some(runtime) = clusters.runtime().cloned() else {
+            self.warn(format!(
+                "proxy_http_call to \"{cluster}\": the direct Plugin API has no network; answering BadArgument, as Envoy does for an unknown cluster"
+            ));
+            return Err(Status::BadArgument);
+        };
+        let Some(found) = clusters.get(cluster).cloned() else {
+            return Err(Status::BadArgument);
+        };
+        if [":path", ":method", ":authority"]
+            .iter()
+            .any(|name| headers.get(name).is_none())
+        {
+            return Err(Status::BadArgument);
+        }
+        let Some(poster) = self.callouts.poster().cloned() else {
+            return Err(Status::InternalFailure);
+        };
+        let token = self.callouts.next_token();
+        Ok(HttpCallPlan {
+            cluster: found,
+            runtime,
+            poster,
+            token,
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -165,7 +204,7 @@ mod tests {
     async fn cancelling_a_context_aborts_only_its_calls() {
         let mut c = Callouts::default();
         let (a, b) = (c.next_token(), c.next_token());
-        assert_eq!((a, b), (1, 2));
+        assert_eq!((a, b), (4, 8));
         let ta = tokio::spawn(std::future::pending::<()>());
         let tb = tokio::spawn(std::future::pending::<()>());
         c.insert(a, 7, ta.abort_handle());

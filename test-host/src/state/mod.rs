@@ -305,6 +305,12 @@ impl HostState {
         match map {
             MapType::GrpcReceiveInitialMetadata => return self.grpc.initial_metadata.as_mut(),
             MapType::GrpcReceiveTrailingMetadata => return self.grpc.trailing_metadata.as_mut(),
+            MapType::HttpCallResponseHeaders => {
+                return self.callouts.current.as_mut().map(|r| &mut r.headers);
+            }
+            MapType::HttpCallResponseTrailers => {
+                return self.callouts.current.as_mut().map(|r| &mut r.trailers);
+            }
             _ => {}
         }
         let stream = self.stream_mut()?;
@@ -332,6 +338,9 @@ impl HostState {
             BufferType::PluginConfiguration => Some(self.configuration.to_vec()),
             BufferType::VmConfiguration => Some(self.shared.plugin.vm_configuration.clone()),
             BufferType::GrpcReceiveBuffer => self.grpc.receive_buffer.clone(),
+            BufferType::HttpCallResponseBody => {
+                self.callouts.current.as_ref().map(|r| r.body.clone())
+            }
             BufferType::RequestBody => self.stream_mut().map(|s| s.request_body.clone()),
             BufferType::ResponseBody => self.stream_mut().map(|s| s.response_body.clone()),
             _ => None,

@@ -76,6 +76,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     hostcalls::headers::add_to_linker(&mut linker)?;
     hostcalls::stream::add_to_linker(&mut linker)?;
     hostcalls::grpc::add_to_linker(&mut linker)?;
+    hostcalls::callout::add_to_linker(&mut linker)?;
     hostcalls::shared::add_to_linker(&mut linker)?;
     hostcalls::properties::add_to_linker(&mut linker)?;
     hostcalls::context::add_to_linker(&mut linker)?;

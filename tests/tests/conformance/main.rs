@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 mod body;
+mod callout;
 mod failure;
 mod grpc;
 mod reply;
