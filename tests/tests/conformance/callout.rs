@@ -14,6 +14,7 @@ use std::time::Duration;
 use jwt_proxy_tests::proxy::{Proxy, Setup};
 use jwt_proxy_tests::raw::exchange;
 use jwt_proxy_tests::{Upstream, dead_addr, wait_until, wasm};
+use test_host::{Action, Error, HostBuilder, LogSource};
 
 /// One request the callee received.
 #[derive(Clone, Debug)]
@@ -38,6 +39,8 @@ impl Call {
 /// `200`, `x-callee: yes`, body `pong`; `/slow` answers after 3 s.
 struct Callee {
     addr: SocketAddr,
+    /// A listener that reads each request, then closes unanswered.
+    closer: SocketAddr,
     seen: Arc<Mutex<Vec<Call>>>,
     stop: Arc<AtomicBool>,
 }
@@ -59,7 +62,27 @@ impl Callee {
                 std::thread::spawn(move || serve(conn, &record));
             }
         });
-        Callee { addr, seen, stop }
+        let closer = TcpListener::bind("127.0.0.1:0").unwrap();
+        let closer_addr = closer.local_addr().unwrap();
+        let closing = stop.clone();
+        std::thread::spawn(move || {
+            for conn in closer.incoming() {
+                if closing.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                conn.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+            }
+        });
+        Callee {
+            addr,
+            closer: closer_addr,
+            seen,
+            stop,
+        }
     }
 
     fn seen(&self) -> Vec<Call> {
@@ -71,6 +94,7 @@ impl Drop for Callee {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(self.addr);
+        let _ = TcpStream::connect(self.closer);
     }
 }
 
@@ -136,6 +160,7 @@ fn setup(upstream: &Upstream, callee: &Callee, config: &str) -> Setup {
         clusters: vec![
             ("callee".to_owned(), callee.addr.to_string()),
             ("dead".to_owned(), dead_addr().to_string()),
+            ("reset".to_owned(), callee.closer.to_string()),
         ],
         ..Setup::new(upstream.addr())
     }
@@ -209,6 +234,17 @@ fn a_callout_from_a_request_pauses_it_and_answers_from_the_callback() {
             "http_call_response ctx=http headers=3/3 status=503 \
              names=:status,content-length,content-type body=upstream connect error or \
              disconnect/reset before headers. reset reason: remote connection failure \
+             trailers=0/0",
+            "{who}"
+        );
+
+        // Closed before any response: Envoy's local 503 too.
+        let r = get(&proxy, "reset");
+        assert_eq!(
+            r.text(),
+            "http_call_response ctx=http headers=3/3 status=503 \
+             names=:status,content-length,content-type body=upstream connect error or \
+             disconnect/reset before headers. reset reason: connection termination \
              trailers=0/0",
             "{who}"
         );
@@ -316,4 +352,79 @@ fn a_callout_from_the_root_context_is_delivered_to_the_root() {
         // The next proxy's callee requests are counted afresh.
         callee.seen.lock().unwrap().clear();
     }
+}
+
+#[test]
+fn bad_clusters_are_refused_naming_the_cluster_on_both() {
+    let upstream = Upstream::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (name, spec) in [
+        ("a b", "127.0.0.1:1"),
+        ("upstream", "127.0.0.1:1"),
+        ("a", "127.0.0.1"),
+        ("a", "h2://127.0.0.1:1"),
+    ] {
+        let builder = HostBuilder::new(wasm("conf_callout"))
+            .upstream(upstream.addr())
+            .cluster(name, spec);
+        let e = rt.block_on(builder.start()).err().unwrap();
+        assert!(
+            matches!(&e, Error::Invalid { what: "cluster", value, .. } if *value == format!("{name}={spec}")),
+            "{e}"
+        );
+        // envoy/render.sh refuses the same CLUSTERS entry.
+        let out = std::process::Command::new("sh")
+            .arg(jwt_proxy_tests::root().join("envoy/render.sh"))
+            .env("CLUSTERS", format!("{name}={spec}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "render.sh took {name}={spec}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("CLUSTERS"));
+    }
+}
+
+#[test]
+fn the_direct_plugin_api_has_no_clusters_and_says_so() {
+    let e = HostBuilder::new(wasm("conf_callout"))
+        .cluster("callee", "127.0.0.1:1")
+        .instantiate()
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            e,
+            Error::Invalid {
+                what: "cluster",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Without clusters a callout answers as for an unknown cluster, and the
+    // host says why.
+    let plugin = HostBuilder::new(wasm("conf_callout"))
+        .instantiate()
+        .unwrap();
+    let ctx = plugin.create_http_context().unwrap();
+    let verdict = plugin
+        .on_request_headers(
+            ctx,
+            &[(":method", "GET"), (":path", "/"), ("x-call", "ok")],
+            false,
+        )
+        .unwrap();
+    assert_eq!(verdict.action, Action::Continue);
+    let logs = plugin.logs();
+    assert!(
+        logs.iter().any(|r| r.message == "call ok: BadArgument"),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|r| r.source == LogSource::Host && r.message.contains("no network")),
+        "{logs:?}"
+    );
 }
