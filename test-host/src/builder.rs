@@ -309,12 +309,14 @@ impl HostBuilder {
             Some(tokio::runtime::Handle::current()),
         )?;
         let builder = self.clone();
-        let (shared, workers) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+        // Envoy's order: the main thread's VMs, then one per worker.
+        let (shared, main, workers) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
             let (compiled, shared) = builder.prepare(clusters)?;
+            let main = WorkerHandle::spawn_main(builder.workers, compiled.clone(), shared.clone())?;
             let workers = (0..builder.workers)
                 .map(|i| WorkerHandle::spawn(i, compiled.clone(), shared.clone()))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok((shared, workers))
+            Ok((shared, main, workers))
         })
         .await
         .map_err(|e| Error::Thread(e.to_string()))??;
@@ -337,6 +339,6 @@ impl HostBuilder {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let proxy = proxy::Proxy::new(config, workers.clone(), shared.clone());
         let served = tokio::spawn(proxy::server::serve(listener, proxy, stopped));
-        Ok(Host::new(local_addr, shared, workers, stop, served))
+        Ok(Host::new(local_addr, shared, workers, stop, served).with_main(main))
     }
 }

@@ -36,6 +36,8 @@ pub struct Host {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     workers: Vec<WorkerHandle>,
+    /// The main thread's VM (Envoy's main-thread root context): no HTTP contexts.
+    main: Option<WorkerHandle>,
     stop: Option<oneshot::Sender<()>>,
     served: Option<JoinHandle<()>>,
 }
@@ -52,25 +54,45 @@ impl Host {
             local_addr,
             shared,
             workers,
+            main: None,
             stop: Some(stop),
             served: Some(served),
         }
     }
 
+    /// With the main thread's worker.
+    pub(crate) fn with_main(mut self, main: WorkerHandle) -> Self {
+        self.main = Some(main);
+        self
+    }
+
     /// Stops accepting and waits until the requests in flight have finished (at most 10 s;
-    /// then they are cut).
+    /// then they are cut); then every root context gets `proxy_on_done` and
+    /// `proxy_on_delete`, the workers' first, the main thread's last, as Envoy ends them.
+    /// (Dropping the host ends them too, in no set order.)
     pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    /// [`Host::shutdown`], keeping the host readable afterwards (its logs, metrics and shared
+    /// data): for tests of what a filter does when the proxy stops. A second call does nothing.
+    pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(served) = self.served.take() {
             let _ = served.await;
         }
+        for worker in self.workers.iter().chain(&self.main) {
+            let _ = worker.call(crate::worker::Worker::stop).await;
+        }
     }
 
     /// Applies a new plugin configuration without a restart, as Envoy does through extension
-    /// config discovery (SPEC section 2.6): each worker's VM starts a new root context with it;
-    /// new requests use it, requests in flight finish on the old one. A configuration the
+    /// config discovery (SPEC section 2.6): a fresh base VM on the main thread starts with it
+    /// first, then each VM (the main thread's and every worker's) starts a new root context
+    /// with it; new requests use it, requests in flight finish on the old root, which then
+    /// gets `proxy_on_done` and `proxy_on_delete` (at once when it has none). A configuration the
     /// filter refuses is logged and changes nothing (VMs later re-created after a trap keep
     /// starting with the last accepted one). Counted as Envoy counts it:
     /// `extension_config_discovery.http_filter.PLUGIN.update_success` / `update_rejected`.
@@ -90,10 +112,21 @@ impl Host {
             )
         };
         // The same filter with the same configuration answers alike on every VM: a refusal
-        // comes from the first, before any other changes.
-        for worker in &self.workers {
+        // comes from the first, the main thread's base VM, before any other changes.
+        for (i, worker) in self.main.iter().chain(&self.workers).enumerate() {
             let c = configuration.clone();
-            if let Err(e) = worker.call(move |w| w.reconfigure(c)).await.and_then(|r| r) {
+            let main = i == 0 && self.main.is_some();
+            let applied = worker
+                .call(move |w| {
+                    if main {
+                        w.reconfigure_main(c)
+                    } else {
+                        w.reconfigure(c)
+                    }
+                })
+                .await
+                .and_then(|r| r);
+            if let Err(e) = applied {
                 self.shared.metrics.increment(counter("update_rejected"), 1);
                 self.shared.log(
                     Level::Error,

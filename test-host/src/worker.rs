@@ -297,8 +297,32 @@ impl Worker {
         self.with_vm(Vm::tick)
     }
 
-    fn tick_period(&self) -> Option<Duration> {
-        self.vm.as_ref().and_then(Vm::tick_period)
+    /// The main thread's part of a new configuration, as Envoy applies one: a fresh base VM
+    /// starts and configures with it first (a refusal stops there), then this worker's VM
+    /// starts a new root context with it ([`Worker::reconfigure`]).
+    pub(crate) fn reconfigure_main(&mut self, configuration: Arc<Vec<u8>>) -> Result<(), Error> {
+        base_vm(&self.compiled, &self.shared, configuration.clone())?;
+        self.reconfigure(configuration)
+    }
+
+    /// `proxy_on_tick` on root context `root`.
+    fn tick_root(&mut self, root: u32) -> Result<(), Error> {
+        self.with_vm(|vm| vm.tick_root(root))
+    }
+
+    fn tick_periods(&self) -> Vec<(u32, Duration)> {
+        self.vm.as_ref().map(Vm::tick_periods).unwrap_or_default()
+    }
+
+    /// The host stops: `proxy_on_done` and `proxy_on_delete` on every root context left
+    /// (a second call does nothing).
+    pub(crate) fn stop(&mut self) {
+        if let Some(vm) = self.vm.as_mut()
+            && let Err(e) = vm.shutdown()
+        {
+            self.shared
+                .log(Level::Warn, format!("worker {}: {e}", self.index));
+        }
     }
 }
 
@@ -325,13 +349,48 @@ impl WorkerHandle {
         compiled: Arc<Compiled>,
         shared: Arc<Shared>,
     ) -> Result<Self, Error> {
+        Self::spawn_thread(
+            index,
+            format!("test-host-vm-{index}"),
+            false,
+            compiled,
+            shared,
+        )
+    }
+
+    /// Starts the main thread's worker, as Envoy's main thread runs the plugin: first a base
+    /// VM (started and configured, then never called again; Envoy keeps it to clone the
+    /// workers' VMs from), then its own VM, whose root ticks and takes queue notifications
+    /// but serves no HTTP context. `index` only names it in log lines.
+    ///
+    /// # Errors
+    /// As [`WorkerHandle::spawn`].
+    pub(crate) fn spawn_main(
+        index: usize,
+        compiled: Arc<Compiled>,
+        shared: Arc<Shared>,
+    ) -> Result<Self, Error> {
+        Self::spawn_thread(index, "test-host-main".to_owned(), true, compiled, shared)
+    }
+
+    fn spawn_thread(
+        index: usize,
+        name: String,
+        base: bool,
+        compiled: Arc<Compiled>,
+        shared: Arc<Shared>,
+    ) -> Result<Self, Error> {
         let (tx, rx) = mpsc::channel::<Job>();
         let tx = Arc::new(tx);
         let weak = Arc::downgrade(&tx);
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), Error>>(1);
         std::thread::Builder::new()
-            .name(format!("test-host-vm-{index}"))
+            .name(name)
             .spawn(move || {
+                if base && let Err(e) = base_vm(&compiled, &shared, shared.configuration()) {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
                 let vm = match Vm::new(&compiled, &shared, poster(weak.clone(), 0)) {
                     Ok(vm) => vm,
                     Err(e) => {
@@ -396,27 +455,50 @@ impl WorkerHandle {
     }
 }
 
+/// A VM started and configured, then dropped without another callback: Envoy's base VM on
+/// the main thread, which it keeps only to clone from (it never ticks, is never notified and
+/// gets no `proxy_on_done`).
+fn base_vm(
+    compiled: &Compiled,
+    shared: &Arc<Shared>,
+    configuration: Arc<Vec<u8>>,
+) -> Result<(), Error> {
+    Vm::with_configuration(compiled, shared, Poster::new(|_| {}), configuration).map(drop)
+}
+
+/// The worker's loop: jobs in order; between them, each root context's ticks at its own
+/// period (a root's first tick comes one period after it set it); when every handle is gone,
+/// the roots end ([`Worker::stop`]) and the thread exits.
 fn run(worker: &mut Worker, rx: &mpsc::Receiver<Job>) {
-    let mut next_tick: Option<(Duration, Instant)> = None;
+    // Root id -> (period, next tick).
+    let mut ticks: Vec<(u32, Duration, Instant)> = Vec::new();
     loop {
-        next_tick = match (worker.tick_period(), next_tick) {
-            (Some(p), Some((q, at))) if p == q => Some((q, at)),
-            (Some(p), _) => Some((p, Instant::now() + p)),
-            (None, _) => None,
-        };
-        let job = match next_tick {
-            Some((_, at)) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+        let now = Instant::now();
+        ticks = worker
+            .tick_periods()
+            .into_iter()
+            .map(|(root, period)| match ticks.iter().find(|t| t.0 == root) {
+                Some(&(_, p, at)) if p == period => (root, p, at),
+                _ => (root, period, now + period),
+            })
+            .collect();
+        let job = match ticks.iter().map(|t| t.2).min() {
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(now)),
             None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
         };
         match job {
             Ok(job) => job(worker),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Some((p, _)) = next_tick {
-                    next_tick = Some((p, Instant::now() + p));
+                let now = Instant::now();
+                for tick in &mut ticks {
+                    if tick.2 <= now {
+                        tick.2 = now + tick.1;
+                        let _ = worker.tick_root(tick.0);
+                    }
                 }
-                let _ = worker.tick();
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    worker.stop();
 }

@@ -91,7 +91,10 @@ fn proxy_register_shared_queue(
     ret_id: u32,
 ) -> wasmtime::Result<u32> {
     let name = memory::read_string(&mut caller, name_ptr, name_size)?;
-    let id = caller.data().shared.register_queue(&name);
+    let data = caller.data();
+    let root = data.root_of(data.effective_context);
+    let registrant = data.callouts.poster().cloned().map(|p| (p, root));
+    let id = data.shared.register_queue(&name, registrant);
     memory::write_u32(&mut caller, ret_id, id)?;
     Ok(Status::Ok.code())
 }

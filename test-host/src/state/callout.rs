@@ -42,6 +42,14 @@ pub(crate) enum Completion {
         /// What arrived.
         event: crate::state::grpc::GrpcEvent,
     },
+    /// A value was enqueued on a shared queue this VM's root context `root` registered
+    /// (`proxy_on_queue_ready`).
+    QueueReady {
+        /// The registering root context.
+        root: u32,
+        /// The queue's id.
+        queue: u32,
+    },
 }
 
 /// Posts a [`Completion`] to the worker that owns the VM (a weak link: it never keeps a

@@ -9,15 +9,13 @@
 //! - [`HostState`]: the `T` of one VM's `Store<T>`: its WASI context, the effective context,
 //!   and the [`HttpStream`] of every HTTP context it serves.
 
-// Used by the callout host functions that land next.
-#[allow(dead_code)]
 pub(crate) mod callout;
 pub(crate) mod clock;
-pub(crate) mod grpc;
-#[allow(dead_code)]
 pub(crate) mod clusters;
+pub(crate) mod grpc;
 pub(crate) mod headers;
 pub(crate) mod log;
+pub(crate) mod properties;
 pub(crate) mod shared;
 
 use std::collections::HashMap;
@@ -31,12 +29,13 @@ use wasmtime::{Memory, TypedFunc};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::abi::{BufferType, Level, MapType, Status, StreamType};
-use callout::Callouts;
+use callout::{Callouts, Poster};
 use clock::HostClock;
 use clusters::Clusters;
 use grpc::GrpcCalls;
 use headers::HeaderList;
 use log::{LogSink, LogSource};
+pub(crate) use properties::Phase;
 use shared::{Metrics, Queues, SharedData};
 
 /// The id of every VM's root context.
@@ -75,7 +74,6 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) queues: Queues,
     /// The named clusters callouts reach, and the runtime their I/O runs on.
-    #[allow(dead_code)]
     pub(crate) clusters: Clusters,
     /// VMs created so far (gives each a distinct seed).
     pub(crate) vms_created: AtomicU64,
@@ -120,8 +118,8 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner) = configuration;
     }
 
-    pub(crate) fn register_queue(&self, name: &str) -> u32 {
-        self.queues.register(&self.plugin.vm_id, name)
+    pub(crate) fn register_queue(&self, name: &str, registrant: Option<(Poster, u32)>) -> u32 {
+        self.queues.register(&self.plugin.vm_id, name, registrant)
     }
 
     /// A line in the log from the host itself.
@@ -164,6 +162,14 @@ pub(crate) struct StreamInfo {
 /// State of one HTTP context.
 #[derive(Debug, Default)]
 pub(crate) struct HttpStream {
+    /// The root context this HTTP context was created for.
+    pub(crate) root: u32,
+    /// The callback it is in or last ran (what properties it can see).
+    pub(crate) phase: Phase,
+    /// When it was created, by the filter's clock (`request.time`).
+    pub(crate) started_nanos: u64,
+    /// The filter answered it with a local reply.
+    pub(crate) replied_locally: bool,
     pub(crate) info: StreamInfo,
     pub(crate) request_headers: HeaderList,
     pub(crate) request_trailers: HeaderList,
@@ -198,35 +204,6 @@ impl HttpStream {
             Direction::Response => &mut self.response_body,
         }
     }
-
-    /// A request property Envoy derives from the stream (`request.*`, `*.address`,
-    /// `response.code`).
-    fn property(&self, name: &str) -> Option<Vec<u8>> {
-        let header = |name: &str| self.request_headers.get(name).map(<[u8]>::to_vec);
-        let split = |p: Vec<u8>| match p.iter().position(|&b| b == b'?') {
-            Some(q) => (p[..q].to_vec(), p[q + 1..].to_vec()),
-            None => (p, Vec::new()),
-        };
-        match name {
-            "request.path" => header(":path"),
-            "request.url_path" => header(":path").map(|p| split(p).0),
-            "request.query" => header(":path").map(|p| split(p).1),
-            "request.host" => header(":authority"),
-            "request.method" => header(":method"),
-            "request.scheme" => header(":scheme"),
-            "request.protocol" => Some(self.info.protocol.clone().into_bytes()),
-            "request.id" => Some(self.info.request_id.clone().into_bytes()),
-            "source.address" => self.info.source.map(|a| a.to_string().into_bytes()),
-            "destination.address" => self.info.destination.map(|a| a.to_string().into_bytes()),
-            "response.code_details" => self.code_details.clone().map(String::into_bytes),
-            "response.code" => self
-                .response_headers
-                .get_str(":status")
-                .and_then(|s| s.parse::<i64>().ok())
-                .map(|code| code.to_le_bytes().to_vec()),
-            _ => None,
-        }
-    }
 }
 
 /// The guest exports host functions need: its memory and its allocator.
@@ -249,7 +226,8 @@ pub(crate) struct HostState {
     /// What `proxy_get_buffer_bytes` gives for the plugin configuration.
     pub(crate) configuration: Arc<Vec<u8>>,
     pub(crate) streams: HashMap<u32, HttpStream>,
-    pub(crate) tick_period: Option<Duration>,
+    /// The tick period of each root context that asked for one (Envoy keeps one per root).
+    pub(crate) tick_periods: HashMap<u32, Duration>,
     /// HTTP (and gRPC) calls in flight, and the response a callback is reading.
     pub(crate) callouts: Callouts,
     /// gRPC calls and streams in flight, and what a gRPC callback reads.
@@ -268,7 +246,7 @@ impl HostState {
             root: ROOT_ID,
             roots: vec![ROOT_ID],
             streams: HashMap::new(),
-            tick_period: None,
+            tick_periods: HashMap::new(),
             callouts: Callouts::default(),
             grpc: GrpcCalls::default(),
             root_properties: HashMap::new(),
@@ -290,9 +268,21 @@ impl HostState {
         }
     }
 
-    /// `proxy_set_tick_period_milliseconds` (0 stops the ticks).
+    /// The root context of `context`: itself for a root, the one an HTTP context belongs to.
+    pub(crate) fn root_of(&self, context: u32) -> u32 {
+        self.streams.get(&context).map_or(context, |s| s.root)
+    }
+
+    /// `proxy_set_tick_period_milliseconds` for the effective context's root (0 stops its
+    /// ticks), as Envoy sets it from a root or from one of its HTTP contexts.
     pub(crate) fn set_tick_period(&mut self, millis: u32) {
-        self.tick_period = (millis > 0).then(|| Duration::from_millis(u64::from(millis)));
+        let root = self.root_of(self.effective_context);
+        if millis == 0 {
+            self.tick_periods.remove(&root);
+        } else {
+            self.tick_periods
+                .insert(root, Duration::from_millis(u64::from(millis)));
+        }
     }
 
     /// The HTTP context host calls act on, if the effective context is one.
@@ -385,13 +375,26 @@ impl HostState {
         if let Some(v) = self.property_overrides().and_then(|p| p.get(path)) {
             return Some(v.clone());
         }
-        let name = String::from_utf8_lossy(path).replace('\0', ".");
+        let name = String::from_utf8_lossy(path).into_owned();
+        let segments: Vec<&str> = name.split('\0').collect();
         let plugin = &self.shared.plugin;
-        match name.as_str() {
-            "plugin_name" => Some(plugin.name.clone().into_bytes()),
-            "plugin_root_id" => Some(plugin.root_id.clone().into_bytes()),
-            "plugin_vm_id" => Some(plugin.vm_id.clone().into_bytes()),
-            _ => self.stream_mut()?.property(&name),
+        match segments.as_slice() {
+            ["plugin_name"] => Some(plugin.name.clone().into_bytes()),
+            ["plugin_root_id"] => Some(plugin.root_id.clone().into_bytes()),
+            ["plugin_vm_id"] => Some(plugin.vm_id.clone().into_bytes()),
+            _ => {
+                let facts = properties::Facts {
+                    now_nanos: self.shared.clock.unix_nanos(),
+                    upstream: self
+                        .shared
+                        .clusters
+                        .get(clusters::UPSTREAM)
+                        .and_then(|c| c.authority.parse().ok()),
+                };
+                self.streams
+                    .get(&self.effective_context)?
+                    .property(&segments, &facts)
+            }
         }
     }
 
@@ -412,6 +415,7 @@ impl HostState {
             // Envoy records the reply's details as the response code details at once.
             stream.code_details = Some(reply.details.clone());
             stream.local_reply = Some(reply);
+            stream.replied_locally = true;
         }
         stream.wake();
     }

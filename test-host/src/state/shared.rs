@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::abi::{MetricType, Status};
+use crate::state::callout::{Completion, Poster};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -56,8 +57,10 @@ pub(crate) enum MetricValue {
     Histogram(Vec<u64>),
 }
 
-/// Metrics by name (`proxy_define_metric` and friends). The same (kind, name) defined by two VMs
-/// is one metric.
+/// Metrics by name (`proxy_define_metric` and friends). The same (kind, name) defined again,
+/// by any VM, is the same metric under a new id, as in Envoy; an id carries its kind in its
+/// low two bits (Envoy's encoding), so an id of no kind is `BadArgument` and an unknown id
+/// of a known kind `NotFound`.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     inner: Mutex<MetricsInner>,
@@ -65,8 +68,10 @@ pub(crate) struct Metrics {
 
 #[derive(Debug, Default)]
 struct MetricsInner {
-    ids: HashMap<(u8, String), u32>,
+    by_name: HashMap<(u8, String), usize>,
     metrics: Vec<(String, MetricValue)>,
+    ids: HashMap<u32, usize>,
+    defined: u32,
 }
 
 fn kind_tag(kind: MetricType) -> u8 {
@@ -77,21 +82,43 @@ fn kind_tag(kind: MetricType) -> u8 {
     }
 }
 
+impl MetricsInner {
+    /// The metric of `id`: `BadArgument` for an id of no kind, `NotFound` for one never
+    /// defined.
+    fn get_mut(&mut self, id: u32) -> Result<&mut MetricValue, Status> {
+        if id & 3 == 3 {
+            return Err(Status::BadArgument);
+        }
+        let index = *self.ids.get(&id).ok_or(Status::NotFound)?;
+        self.metrics
+            .get_mut(index)
+            .map(|(_, v)| v)
+            .ok_or(Status::NotFound)
+    }
+}
+
 impl Metrics {
-    /// The id of (kind, name), defining it at zero on first use. Ids start at 1.
+    /// A new id for (kind, name), defining the metric at zero on first use.
     pub(crate) fn define(&self, kind: MetricType, name: &str) -> u32 {
         let mut inner = lock(&self.inner);
-        if let Some(id) = inner.ids.get(&(kind_tag(kind), name.to_owned())) {
-            return *id;
-        }
-        let value = match kind {
-            MetricType::Counter => MetricValue::Counter(0),
-            MetricType::Gauge => MetricValue::Gauge(0),
-            MetricType::Histogram => MetricValue::Histogram(Vec::new()),
+        let tag = kind_tag(kind);
+        let index = match inner.by_name.get(&(tag, name.to_owned())) {
+            Some(&index) => index,
+            None => {
+                let value = match kind {
+                    MetricType::Counter => MetricValue::Counter(0),
+                    MetricType::Gauge => MetricValue::Gauge(0),
+                    MetricType::Histogram => MetricValue::Histogram(Vec::new()),
+                };
+                inner.metrics.push((name.to_owned(), value));
+                let index = inner.metrics.len() - 1;
+                inner.by_name.insert((tag, name.to_owned()), index);
+                index
+            }
         };
-        inner.metrics.push((name.to_owned(), value));
-        let id = inner.metrics.len() as u32;
-        inner.ids.insert((kind_tag(kind), name.to_owned()), id);
+        inner.defined = inner.defined.wrapping_add(1);
+        let id = (inner.defined << 2) | u32::from(tag);
+        inner.ids.insert(id, index);
         id
     }
 
@@ -99,8 +126,9 @@ impl Metrics {
     /// histograms cannot be incremented.
     pub(crate) fn increment(&self, id: u32, offset: i64) -> Status {
         let mut inner = lock(&self.inner);
-        let Some((_, value)) = inner.metrics.get_mut((id as usize).wrapping_sub(1)) else {
-            return Status::NotFound;
+        let value = match inner.get_mut(id) {
+            Ok(v) => v,
+            Err(status) => return status,
         };
         match value {
             MetricValue::Counter(v) if offset > 0 => *v = v.saturating_add(offset.unsigned_abs()),
@@ -114,8 +142,9 @@ impl Metrics {
     /// Envoy's record: adds to a counter, sets a gauge, records a histogram sample.
     pub(crate) fn record(&self, id: u32, sample: u64) -> Status {
         let mut inner = lock(&self.inner);
-        let Some((_, value)) = inner.metrics.get_mut((id as usize).wrapping_sub(1)) else {
-            return Status::NotFound;
+        let value = match inner.get_mut(id) {
+            Ok(v) => v,
+            Err(status) => return status,
         };
         match value {
             MetricValue::Counter(v) => *v = v.saturating_add(sample),
@@ -127,11 +156,10 @@ impl Metrics {
 
     /// Envoy's get: counters and gauges are readable, histograms are not.
     pub(crate) fn get(&self, id: u32) -> Result<u64, Status> {
-        let inner = lock(&self.inner);
-        match inner.metrics.get((id as usize).wrapping_sub(1)) {
-            None => Err(Status::NotFound),
-            Some((_, MetricValue::Counter(v) | MetricValue::Gauge(v))) => Ok(*v),
-            Some((_, MetricValue::Histogram(_))) => Err(Status::BadArgument),
+        let mut inner = lock(&self.inner);
+        match inner.get_mut(id)? {
+            MetricValue::Counter(v) | MetricValue::Gauge(v) => Ok(*v),
+            MetricValue::Histogram(_) => Err(Status::BadArgument),
         }
     }
 
@@ -146,8 +174,10 @@ impl Metrics {
     }
 }
 
-/// Shared queues (`proxy_*_shared_queue`). Consumers poll with dequeue; `proxy_on_queue_ready`
-/// notifications are not sent.
+/// Shared queues (`proxy_*_shared_queue`), with Envoy's semantics: a queue is named within a
+/// VM id; registering a name again (another VM, another root) keeps the queue and its values
+/// and makes the new registrant the one notified; every successful enqueue, from any VM,
+/// posts one `proxy_on_queue_ready` to the registrant's worker.
 #[derive(Debug, Default)]
 pub(crate) struct Queues {
     inner: Mutex<QueuesInner>,
@@ -156,18 +186,38 @@ pub(crate) struct Queues {
 #[derive(Debug, Default)]
 struct QueuesInner {
     ids: HashMap<(String, String), u32>,
-    queues: Vec<VecDeque<Vec<u8>>>,
+    queues: Vec<Queue>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    values: VecDeque<Vec<u8>>,
+    /// Who `proxy_on_queue_ready` goes to: the worker of the registering VM, and its root.
+    registrant: Option<(Poster, u32)>,
 }
 
 impl Queues {
-    pub(crate) fn register(&self, vm_id: &str, name: &str) -> u32 {
+    /// The id of queue `name` of `vm_id`, created empty on first use; `registrant` is notified
+    /// of its enqueues from now on.
+    pub(crate) fn register(
+        &self,
+        vm_id: &str,
+        name: &str,
+        registrant: Option<(Poster, u32)>,
+    ) -> u32 {
         let mut inner = lock(&self.inner);
-        if let Some(id) = inner.ids.get(&(vm_id.to_owned(), name.to_owned())) {
-            return *id;
+        let id = match inner.ids.get(&(vm_id.to_owned(), name.to_owned())) {
+            Some(id) => *id,
+            None => {
+                inner.queues.push(Queue::default());
+                let id = inner.queues.len() as u32;
+                inner.ids.insert((vm_id.to_owned(), name.to_owned()), id);
+                id
+            }
+        };
+        if let Some(queue) = inner.queues.get_mut((id as usize).wrapping_sub(1)) {
+            queue.registrant = registrant;
         }
-        inner.queues.push(VecDeque::new());
-        let id = inner.queues.len() as u32;
-        inner.ids.insert((vm_id.to_owned(), name.to_owned()), id);
         id
     }
 
@@ -178,25 +228,29 @@ impl Queues {
             .copied()
     }
 
+    /// Appends `value` and notifies the registrant (after the lock is released).
     pub(crate) fn enqueue(&self, id: u32, value: Vec<u8>) -> Status {
-        match lock(&self.inner)
-            .queues
-            .get_mut((id as usize).wrapping_sub(1))
-        {
-            Some(q) => {
-                q.push_back(value);
-                Status::Ok
-            }
-            None => Status::NotFound,
+        let registrant = {
+            let mut inner = lock(&self.inner);
+            let Some(q) = inner.queues.get_mut((id as usize).wrapping_sub(1)) else {
+                return Status::NotFound;
+            };
+            q.values.push_back(value);
+            q.registrant.clone()
+        };
+        if let Some((poster, root)) = registrant {
+            poster.post(Completion::QueueReady { root, queue: id });
         }
+        Status::Ok
     }
 
+    /// The oldest value (`Empty` when there is none).
     pub(crate) fn dequeue(&self, id: u32) -> Result<Vec<u8>, Status> {
         match lock(&self.inner)
             .queues
             .get_mut((id as usize).wrapping_sub(1))
         {
-            Some(q) => q.pop_front().ok_or(Status::Empty),
+            Some(q) => q.values.pop_front().ok_or(Status::Empty),
             None => Err(Status::NotFound),
         }
     }
@@ -223,11 +277,41 @@ mod tests {
     }
 
     #[test]
+    fn queues_notify_the_last_registrant_once_per_enqueue() {
+        use std::sync::Arc;
+        let posted = Arc::new(Mutex::new(Vec::new()));
+        let recorder = |tag: u32| {
+            let posted = posted.clone();
+            Poster::new(move |c| {
+                if let Completion::QueueReady { root, queue } = c {
+                    lock(&posted).push((tag, root, queue));
+                }
+            })
+        };
+        let q = Queues::default();
+        let id = q.register("vm", "q", Some((recorder(1), 1)));
+        assert_eq!(q.register("vm", "q", Some((recorder(2), 5))), id);
+        assert_ne!(q.register("other", "q", None), id);
+        assert_eq!(q.resolve("vm", "q"), Some(id));
+        assert_eq!(q.resolve("vm", "nope"), None);
+        assert_eq!(q.enqueue(id, b"a".to_vec()), Status::Ok);
+        assert_eq!(q.enqueue(id, b"b".to_vec()), Status::Ok);
+        assert_eq!(q.enqueue(99, b"c".to_vec()), Status::NotFound);
+        assert_eq!(*lock(&posted), [(2, 5, id), (2, 5, id)]);
+        assert_eq!(q.dequeue(id), Ok(b"a".to_vec()));
+        assert_eq!(q.dequeue(id), Ok(b"b".to_vec()));
+        assert_eq!(q.dequeue(id), Err(Status::Empty));
+        assert_eq!(q.dequeue(99), Err(Status::NotFound));
+    }
+
+    #[test]
     fn metrics_follow_envoy() {
         let m = Metrics::default();
         let c = m.define(MetricType::Counter, "c");
-        assert_eq!(m.define(MetricType::Counter, "c"), c);
-        assert_eq!(m.increment(c, 2), Status::Ok);
+        let again = m.define(MetricType::Counter, "c");
+        assert_ne!(again, c);
+        assert_eq!(m.increment(again, 1), Status::Ok);
+        assert_eq!(m.increment(c, 1), Status::Ok);
         assert_eq!(m.increment(c, -1), Status::BadArgument);
         assert_eq!(m.get(c), Ok(2));
         let g = m.define(MetricType::Gauge, "g");
@@ -237,7 +321,8 @@ mod tests {
         let h = m.define(MetricType::Histogram, "h");
         assert_eq!(m.record(h, 3), Status::Ok);
         assert_eq!(m.get(h), Err(Status::BadArgument));
-        assert_eq!(m.get(99), Err(Status::NotFound));
+        assert_eq!(m.get(9999), Err(Status::BadArgument));
+        assert_eq!(m.get(1 << 10), Err(Status::NotFound));
         assert_eq!(m.increment(0, 1), Status::NotFound);
     }
 }

@@ -13,6 +13,7 @@ impl Vm {
     /// A trap in the callback.
     pub(crate) fn complete(&mut self, completion: Completion) -> Result<(), Error> {
         match completion {
+            Completion::QueueReady { root, queue } => self.queue_ready(root, queue),
             Completion::Grpc { token, event } => self.grpc_event(token, event),
             Completion::Http { token, response } => {
                 let data = self.store.data_mut();

@@ -19,7 +19,9 @@ use crate::hostcalls;
 use crate::state::callout::Poster;
 use crate::state::headers::HeaderList;
 use crate::state::log::LogSource;
-use crate::state::{Direction, GuestExports, HostState, HttpStream, ROOT_ID, Shared, StreamInfo};
+use crate::state::{
+    Direction, GuestExports, HostState, HttpStream, Phase, ROOT_ID, Shared, StreamInfo,
+};
 
 /// The `env.proxy_*` functions of ABI 0.2.1 that an SDK 0.2.5 module may import.
 pub const ABI_FUNCTIONS: &[&str] = &[
@@ -66,6 +68,7 @@ pub const ABI_FUNCTIONS: &[&str] = &[
 mod callbacks;
 mod callout;
 mod grpc;
+mod roots;
 use callbacks::{Callbacks, export};
 
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
@@ -173,8 +176,23 @@ impl Vm {
         shared: &Arc<Shared>,
         poster: Poster,
     ) -> Result<Self, Error> {
+        Self::with_configuration(compiled, shared, poster, shared.configuration())
+    }
+
+    /// [`Vm::new`] with `configuration` as the plugin configuration instead of the host's
+    /// current one (the base VM Envoy starts first with a new configuration).
+    ///
+    /// # Errors
+    /// As [`Vm::new`].
+    pub(crate) fn with_configuration(
+        compiled: &Compiled,
+        shared: &Arc<Shared>,
+        poster: Poster,
+        configuration: Arc<Vec<u8>>,
+    ) -> Result<Self, Error> {
         let index = shared.vms_created.fetch_add(1, Ordering::Relaxed);
         let mut state = HostState::new(hostcalls::wasi::context(shared, index), shared.clone());
+        state.configuration = configuration;
         state.callouts.set_poster(poster);
         let mut store = Store::new(&compiled.engine, state);
         let instance = compiled
@@ -257,13 +275,11 @@ impl Vm {
         let started = self.start_root(root);
         let data = self.store.data_mut();
         if started.is_ok() {
-            data.root = root;
+            let old = std::mem::replace(&mut data.root, root);
+            let _ = self.retire_if_idle(old);
         } else {
             data.configuration = previous;
-            let (done, delete) = (self.cb.done.clone(), self.cb.delete.clone());
-            let _ = self.call(root, "proxy_on_done", &done, root);
-            let _ = self.call(root, "proxy_on_delete", &delete, root);
-            self.store.data_mut().roots.retain(|&r| r != root);
+            let _ = self.retire(root);
         }
         let data = self.store.data_mut();
         data.effective_context = data.root;
@@ -295,25 +311,35 @@ impl Vm {
             })
     }
 
-    /// The tick period the root context asked for.
-    pub(crate) fn tick_period(&self) -> Option<Duration> {
-        self.store.data().tick_period
+    /// The tick period of each root context that asked for one.
+    pub(crate) fn tick_periods(&self) -> Vec<(u32, Duration)> {
+        let mut periods: Vec<_> = self
+            .store
+            .data()
+            .tick_periods
+            .iter()
+            .map(|(&root, &period)| (root, period))
+            .collect();
+        periods.sort_unstable();
+        periods
     }
 
-    /// `proxy_on_tick` on the root context.
+    /// `proxy_on_tick` on the current root context.
     pub(crate) fn tick(&mut self) -> Result<(), Error> {
-        let f = self.cb.tick.clone();
         let root = self.store.data().root;
-        self.call(root, "proxy_on_tick", &f, root).map(drop)
+        self.tick_root(root)
     }
 
     /// Creates an HTTP context.
     pub(crate) fn create_http_context(&mut self, info: StreamInfo) -> Result<u32, Error> {
         let id = self.fresh_id();
         let root = self.store.data().root;
+        let started_nanos = self.store.data().shared.clock.unix_nanos();
         self.store.data_mut().streams.insert(
             id,
             HttpStream {
+                root,
+                started_nanos,
                 info,
                 ..HttpStream::default()
             },
@@ -349,11 +375,13 @@ impl Vm {
             Direction::Request => {
                 stream.request_headers = headers;
                 stream.request_resumed = false;
+                stream.phase = Phase::RequestHeaders;
                 ("proxy_on_request_headers", self.cb.request_headers.clone())
             }
             Direction::Response => {
                 stream.response_headers = headers;
                 stream.response_resumed = false;
+                stream.phase = Phase::ResponseHeaders;
                 (
                     "proxy_on_response_headers",
                     self.cb.response_headers.clone(),
@@ -380,6 +408,7 @@ impl Vm {
         let (name, f, size) = match direction {
             Direction::Request => {
                 stream.request_body.extend_from_slice(chunk);
+                stream.phase = Phase::RequestRest;
                 (
                     "proxy_on_request_body",
                     request_body,
@@ -388,6 +417,7 @@ impl Vm {
             }
             Direction::Response => {
                 stream.response_body.extend_from_slice(chunk);
+                stream.phase = Phase::ResponseRest;
                 (
                     "proxy_on_response_body",
                     response_body,
@@ -418,6 +448,7 @@ impl Vm {
         let (name, f) = match direction {
             Direction::Request => {
                 stream.request_trailers = trailers;
+                stream.phase = Phase::RequestRest;
                 (
                     "proxy_on_request_trailers",
                     self.cb.request_trailers.clone(),
@@ -425,6 +456,7 @@ impl Vm {
             }
             Direction::Response => {
                 stream.response_trailers = trailers;
+                stream.phase = Phase::ResponseRest;
                 (
                     "proxy_on_response_trailers",
                     self.cb.response_trailers.clone(),
@@ -437,7 +469,7 @@ impl Vm {
 
     /// `proxy_on_log`.
     pub(crate) fn log(&mut self, id: u32) -> Result<(), Error> {
-        self.stream_mut(id)?;
+        self.stream_mut(id)?.phase = Phase::Log;
         let f = self.cb.log.clone();
         self.call(id, "proxy_on_log", &f, id).map(drop)
     }
@@ -452,6 +484,11 @@ impl Vm {
             .and_then(|_| self.call(id, "proxy_on_delete", &delete, id));
         if let Some(mut stream) = self.store.data_mut().streams.remove(&id) {
             stream.wake();
+            self.store.data_mut().callouts.cancel_context(id);
+            let retired = self.retire_if_idle(stream.root);
+            let data = self.store.data_mut();
+            data.effective_context = data.root;
+            return r.map(drop).and(retired);
         }
         self.store.data_mut().callouts.cancel_context(id);
         let data = self.store.data_mut();
