@@ -58,6 +58,7 @@ pub struct EnvoyBuilder {
     concurrency: usize,
     env: Vec<(String, String)>,
     render_env: Vec<(String, String)>,
+    discovery: bool,
 }
 
 impl EnvoyBuilder {
@@ -73,6 +74,7 @@ impl EnvoyBuilder {
             concurrency: 1,
             env: Vec::new(),
             render_env: Vec::new(),
+            discovery: false,
         }
     }
 
@@ -119,7 +121,43 @@ impl EnvoyBuilder {
         self
     }
 
+    /// The filter from a watched file (extension config discovery, as `make run` with
+    /// `FILTER_CONFIG_DIR` does), so [`Envoy::reconfigure`] can replace its configuration.
+    pub fn discovery(mut self) -> Self {
+        self.discovery = true;
+        self
+    }
+
+    fn render(&self) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg(root().join("envoy/render.sh"))
+            .envs(self.render_env.iter().map(|(k, v)| (k, v)))
+            .env("HTTP_PORT", "0")
+            .env("ADMIN_PORT", "0")
+            .env("LISTEN_ADDRESS", "127.0.0.1")
+            .env("UPSTREAM", &self.upstream)
+            .env("UPSTREAM_TIMEOUT", &self.upstream_timeout)
+            .env("WASM_PATH", &self.wasm);
+        cmd
+    }
+
     fn spawn(&self, dir: &Path) -> Child {
+        if self.discovery {
+            let rendered = self
+                .render()
+                .arg(&self.template)
+                .env("PLUGIN_CONFIG", &self.plugin_config)
+                .env("FILTER_CONFIG_DIR", dir.join("filter"))
+                .output()
+                .unwrap();
+            assert!(
+                rendered.status.success(),
+                "render.sh failed: {}",
+                String::from_utf8_lossy(&rendered.stderr)
+            );
+            std::fs::write(dir.join("envoy.yaml"), &rendered.stdout).unwrap();
+            return self.exec(dir);
+        }
         let rendered = Command::new("sh")
             .arg(root().join("envoy/render.sh"))
             .envs(self.render_env.iter().map(|(k, v)| (k, v)))
@@ -139,6 +177,10 @@ impl EnvoyBuilder {
             String::from_utf8_lossy(&rendered.stderr)
         );
         std::fs::write(dir.join("envoy.yaml"), &rendered.stdout).unwrap();
+        self.exec(dir)
+    }
+
+    fn exec(&self, dir: &Path) -> Child {
         let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
         let mut cmd = Command::new(envoy_bin());
         cmd.arg("-c")
@@ -180,6 +222,7 @@ impl EnvoyBuilder {
             addr,
             admin,
             forbidden: vec![SECRET.to_owned()],
+            builder: self.clone(),
         }
     }
 
@@ -232,9 +275,62 @@ pub struct Envoy {
     addr: SocketAddr,
     admin: SocketAddr,
     forbidden: Vec<String>,
+    builder: EnvoyBuilder,
 }
 
 impl Envoy {
+    /// Replaces the filter's configuration through extension config discovery (started with
+    /// [`EnvoyBuilder::discovery`]), as `make reload` does, and waits (at most 10 s) for
+    /// Envoy to take it (`true`) or refuse it (`false`).
+    pub fn reconfigure(&self, config: &str) -> bool {
+        assert!(
+            self.builder.discovery,
+            "reconfigure needs EnvoyBuilder::discovery"
+        );
+        let stat = |name: &str| {
+            self.stat(&format!(
+                "extension_config_discovery.http_filter.jwt_proxy.{name}"
+            ))
+            .unwrap_or(0)
+        };
+        let (ok, rejected) = (stat("update_success"), stat("update_rejected"));
+        let resource = self
+            .builder
+            .render()
+            .arg("--filter-resource")
+            .env("PLUGIN_CONFIG", config)
+            .output()
+            .unwrap();
+        assert!(
+            resource.status.success(),
+            "render.sh --filter-resource failed"
+        );
+        let filter = self.dir.join("filter");
+        std::fs::write(filter.join(".next.tmp"), &resource.stdout).unwrap();
+        std::fs::rename(filter.join(".next.tmp"), filter.join("jwt_proxy.yaml")).unwrap();
+        wait_until(Duration::from_secs(10), "envoy takes or refuses", || {
+            if stat("update_success") > ok {
+                Some(true)
+            } else if stat("update_rejected") > rejected {
+                Some(false)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Asks Envoy to stop (`POST /quitquitquit`, a graceful exit that ends the filter's root
+    /// contexts) and waits (at most 10 s) for it to exit; its log stays readable.
+    pub fn quit(&mut self) {
+        let mut conn = raw::Conn::connect(self.admin).unwrap();
+        conn.send(&raw::bare("POST", "/quitquitquit", &["Content-Length: 0"]))
+            .unwrap();
+        let _ = conn.read_response(false);
+        wait_until(Duration::from_secs(10), "envoy exits", || {
+            self.child.try_wait().unwrap()
+        });
+    }
+
     /// The proxy listener.
     pub fn addr(&self) -> SocketAddr {
         self.addr

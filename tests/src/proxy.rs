@@ -85,6 +85,9 @@ pub struct Setup {
     /// `CLUSTERS`, the test host's `HostBuilder::cluster`. The upstream is
     /// the cluster `upstream` on both.
     pub clusters: Vec<(String, String)>,
+    /// Envoy takes the filter from a watched file (extension config discovery), so
+    /// [`Proxy::reconfigure`] works on both.
+    pub discovery: bool,
 }
 
 /// What each proxy said when it refused to start ([`Setup::refused`]).
@@ -133,6 +136,7 @@ impl Setup {
             upstream_timeout: Duration::from_secs(15),
             env: Vec::new(),
             clusters: Vec::new(),
+            discovery: false,
         }
     }
 
@@ -178,6 +182,9 @@ impl Setup {
             .render_env("REQUEST_HEADERS_TIMEOUT", &secs(l.request_headers_timeout))
             .render_env("IDLE_TIMEOUT", &secs(l.idle_timeout))
             .render_env("MAX_CONNECTIONS", &l.max_connections.to_string());
+        if self.discovery {
+            builder = builder.discovery();
+        }
         for (k, v) in &self.env {
             builder = builder.env(k, v);
         }
@@ -201,6 +208,10 @@ impl Setup {
             .request_headers_timeout(self.limits.request_headers_timeout)
             .idle_timeout(self.limits.idle_timeout)
             .max_connections(self.limits.max_connections)
+            // envoy/jwt-filter.yaml's name, root_id and vm_id.
+            .plugin_name("jwt_proxy")
+            .root_id("jwt_proxy")
+            .vm_id("jwt_proxy")
             .echo_logs(false);
         for (k, v) in &self.env {
             builder = builder.env(k, v);
@@ -218,6 +229,32 @@ impl Proxy {
         match self {
             Proxy::Envoy(_) => "envoy",
             Proxy::Host(_) => "test-host",
+        }
+    }
+
+    /// A new plugin configuration without a restart: Envoy's extension config discovery
+    /// (needs [`Setup::discovery`]), the test host's [`Host::reconfigure`]. `true` when the
+    /// filter took it.
+    pub fn reconfigure(&self, config: &str) -> bool {
+        match self {
+            Proxy::Envoy(e) => e.reconfigure(config),
+            Proxy::Host(h) => {
+                let rt = h.runtime.as_ref().unwrap();
+                rt.block_on(h.host().reconfigure(config.as_bytes().to_vec()))
+                    .is_ok()
+            }
+        }
+    }
+
+    /// Stops the proxy gracefully (Envoy's `/quitquitquit`, [`Host::stop`]); its log stays
+    /// readable.
+    pub fn quit(&mut self) {
+        match self {
+            Proxy::Envoy(e) => e.quit(),
+            Proxy::Host(h) => {
+                let rt = h.runtime.as_ref().unwrap();
+                rt.block_on(h.host.as_mut().unwrap().stop());
+            }
         }
     }
 

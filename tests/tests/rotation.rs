@@ -324,7 +324,7 @@ fn host_reconfigure_rotates_the_signing_key_under_load_without_failing_a_request
          {:.1} s; switch times: {:?}",
         r.requests, r.seconds, r.switch_times
     );
-    let name = "extension_config_discovery.http_filter.test-host";
+    let name = "extension_config_discovery.http_filter.jwt_proxy";
     assert_eq!(host.metric(&format!("{name}.update_success")), Some(10));
     assert_eq!(host.metric(&format!("{name}.update_rejected")), Some(1));
     let logs: String = host.logs().iter().map(ToString::to_string).collect();

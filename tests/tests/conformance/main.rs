@@ -13,5 +13,8 @@ mod body;
 mod callout;
 mod failure;
 mod grpc;
+mod lifecycle;
+mod properties;
+mod queue;
 mod reply;
 mod wasi;
