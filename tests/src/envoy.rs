@@ -142,35 +142,14 @@ impl EnvoyBuilder {
     }
 
     fn spawn(&self, dir: &Path) -> Child {
-        if self.discovery {
-            let rendered = self
-                .render()
-                .arg(&self.template)
-                .env("PLUGIN_CONFIG", &self.plugin_config)
-                .env("FILTER_CONFIG_DIR", dir.join("filter"))
-                .output()
-                .unwrap();
-            assert!(
-                rendered.status.success(),
-                "render.sh failed: {}",
-                String::from_utf8_lossy(&rendered.stderr)
-            );
-            std::fs::write(dir.join("envoy.yaml"), &rendered.stdout).unwrap();
-            return self.exec(dir);
-        }
-        let rendered = Command::new("sh")
-            .arg(root().join("envoy/render.sh"))
-            .envs(self.render_env.iter().map(|(k, v)| (k, v)))
+        let mut render = self.render();
+        render
             .arg(&self.template)
-            .env("HTTP_PORT", "0")
-            .env("ADMIN_PORT", "0")
-            .env("LISTEN_ADDRESS", "127.0.0.1")
-            .env("UPSTREAM", &self.upstream)
-            .env("UPSTREAM_TIMEOUT", &self.upstream_timeout)
-            .env("WASM_PATH", &self.wasm)
-            .env("PLUGIN_CONFIG", &self.plugin_config)
-            .output()
-            .unwrap();
+            .env("PLUGIN_CONFIG", &self.plugin_config);
+        if self.discovery {
+            render.env("FILTER_CONFIG_DIR", dir.join("filter"));
+        }
+        let rendered = render.output().unwrap();
         assert!(
             rendered.status.success(),
             "render.sh failed: {}",
