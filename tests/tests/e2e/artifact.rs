@@ -1,9 +1,9 @@
 //! The module `make wasm` ships: Envoy calls every callback a module
-//! exports, so the build drops the body and trailer callbacks the filter
-//! does not implement (filter/trim). A plain `cargo build` relinks the
+//! exports, so the build drops the callbacks the filter does not implement
+//! (the body and trailer ones, `proxy_on_done`; filter/trim). A plain `cargo build` relinks the
 //! module with them; these tests catch a module that skipped the step.
 
-use trim_exports::{BODY_AND_TRAILER_CALLBACKS, function_exports};
+use trim_exports::{UNUSED_CALLBACKS, function_exports};
 
 fn exports(name: &str) -> Vec<String> {
     let path = jwt_proxy_tests::wasm(name);
@@ -12,9 +12,9 @@ fn exports(name: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_filter_exports_no_body_or_trailer_callbacks() {
+fn the_filter_exports_no_unused_callbacks() {
     let exports = exports("jwt_filter");
-    for name in BODY_AND_TRAILER_CALLBACKS {
+    for name in UNUSED_CALLBACKS {
         assert!(
             !exports.iter().any(|e| e == name),
             "jwt_filter.wasm exports {name}: build it with `make wasm`, which trims it"
@@ -28,7 +28,6 @@ fn the_filter_exports_no_body_or_trailer_callbacks() {
         "proxy_on_request_headers",
         "proxy_on_response_headers",
         "proxy_on_log",
-        "proxy_on_done",
         "proxy_on_delete",
         "proxy_on_memory_allocate",
     ] {
@@ -41,7 +40,7 @@ fn the_benchmark_floor_is_trimmed_like_the_filter() {
     // The no-op filter is the benchmarks' floor: it must pay what ours pays.
     for module in ["noop_filter", "probe_filter"] {
         let exports = exports(module);
-        for name in BODY_AND_TRAILER_CALLBACKS {
+        for name in UNUSED_CALLBACKS {
             assert!(
                 !exports.iter().any(|e| e == name),
                 "{module}.wasm exports {name}: build it with `make fixtures`"

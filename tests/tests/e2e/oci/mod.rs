@@ -390,7 +390,7 @@ fn build_module_in(src: &Path) -> Vec<u8> {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS"));
     let built = std::fs::read(target_dir.join("wasm32-wasip1/release/jwt_filter.wasm")).unwrap();
-    trim_exports::trim(&built, &trim_exports::BODY_AND_TRAILER_CALLBACKS)
+    trim_exports::trim(&built, &trim_exports::UNUSED_CALLBACKS)
         .unwrap()
         .module
 }
