@@ -3,6 +3,8 @@
 -- in x-my-jwt, replacing any the client sent, with OpenSSL's HMAC through
 -- LuaJIT's FFI, the way lua-resty-hmac does it. Loaded by nginx-lua.conf;
 -- the key comes from the environment variable JWT_SECRET (nginx `env`).
+-- nginx-job.conf adds the filter's other per-request work (sign_and_count,
+-- log_line).
 local ffi = require "ffi"
 local C = ffi.C
 local crypto = ffi.load("crypto")
@@ -47,6 +49,26 @@ function _M.sign()
   local signing_input = header .. b64url(claims)
   crypto.HMAC(sha512, key, #key, signing_input, #signing_input, md, md_len)
   ngx.req.set_header("x-my-jwt", signing_input .. "." .. b64url(ffi.string(md, md_len[0])))
+  return jti
+end
+
+-- The rest of the filter's job (nginx-job.conf): the counts /status shows,
+-- host-wide, and the jti kept for the log line.
+function _M.sign_and_count()
+  local jti = _M.sign()
+  local counts = ngx.shared.jwt_counts
+  counts:incr("processed", 1, 0)
+  if jti then
+    counts:incr("signed", 1, 0)
+    ngx.ctx.jti = jti
+  end
+end
+
+-- One line per request, as the filter logs it: METHOD PATH STATUS jti=JTI 1.234ms.
+function _M.log_line()
+  ngx.log(ngx.NOTICE, ngx.req.get_method(), " ", ngx.var.uri, " ", ngx.status,
+    " jti=", ngx.ctx.jti or "-", " ",
+    string.format("%.3fms", (ngx.now() - ngx.req.start_time()) * 1000))
 end
 
 return _M
