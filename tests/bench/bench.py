@@ -1051,6 +1051,16 @@ def ratio_tables(variants, s):
     return lines
 
 
+def error_split(rs):
+    """wrk's errors over rounds, summed by kind: `0`, or e.g. `812 (timeout 800, read 12)`."""
+    kinds = ("connect", "read", "write", "timeout", "status")
+    sums = {k: sum(r[k] for r in rs) for k in kinds}
+    total = sum(sums.values())
+    if not total:
+        return "0"
+    return f"{total} (" + ", ".join(f"{k} {v}" for k, v in sums.items() if v) + ")"
+
+
 def scale_tables(res):
     lines = []
     conn = res.get("connections")
@@ -1064,7 +1074,12 @@ def scale_tables(res):
                   f"{SCALE_ROUNDS} alternating rounds per level. Open files: soft limit raised "
                   f"to {NOFILE}; Envoy `MAX_CONNECTIONS={ENVOY_MAX_CONNECTIONS}`, nginx "
                   f"`worker_connections {2 * CONN_CAP}`. RSS: the proxy's peak VmRSS during the "
-                  "level's rounds (sampled every 50 ms). Medians (min–max) over rounds.", "",
+                  "level's rounds (sampled every 50 ms). Medians (min–max) over rounds. "
+                  "Errors: wrk's counts summed over the rounds, by kind: connect (refused or "
+                  "reset while connecting), read / write (a socket error on an open "
+                  "connection, a reset past the proxy's connection cap among them), timeout "
+                  "(no answer within wrk's 2 s; a request queued that long behind thousands "
+                  "of others), status (a non-2xx answer).", "",
                   "| variant | connections | req/s | p99 ms | peak RSS MiB | errors |",
                   "|---|---|---|---|---|---|"]
         for (label, n), rs in conn["rows"]:
@@ -1074,7 +1089,7 @@ def scale_tables(res):
             lines.append(f"| {label} | {n} | {rng([r['rps'] for r in rs])} | "
                          f"{rng([r['p99_us'] / 1000 for r in rs], '{:.1f}')} | "
                          f"{max(r['rss_peak_kib'] for r in rs) / 1024:.1f} | "
-                         f"{sum(r['errors'] for r in rs)} |")
+                         f"{error_split(rs)} |")
     conc = res.get("concurrency")
     if conc:
         lines += ["", "## Envoy worker threads: `--concurrency` 1 and 2", "",
@@ -1245,7 +1260,8 @@ def instructions_phase(work, upstream):
     return res
 
 
-def instruction_tables(ins):
+def instruction_tables(ins, added_us=None):
+    """`added_us`: the main table's paired CPU µs added, by (variant, base)."""
     if not ins:
         return []
     lines = ["", "## Envoy's and nginx's instructions per request (deterministic)", ""]
@@ -1258,10 +1274,10 @@ def instruction_tables(ins):
         f"table), gets 20 POSTs, then its counters are zeroed and {ins['posts']} POSTs sent "
         "one after another on one connection; the instructions it executed (all threads, "
         "user space: the kernel's share is not in these figures) / POSTs. The same figures "
-        "on an idle machine or a busy one (measured twice: within 0.2%), so these decide "
-        "what the timings above cannot. The time an instruction takes differs between "
-        "them: Envoy's and V8's host paths run at about 0.8 ns each here, the JIT-compiled "
-        "guest code at about 0.35 ns (from the main table and perf).", "",
+        "on an idle machine or a busy one (repeated runs here: within 2%), so they split "
+        "what the timings above cannot. They do not replace the timings: an instruction's "
+        "time differs from code to code (below: the main table's paired CPU difference over "
+        "the instructions added).", "",
         "| variant | instructions / POST | added over (a) | added over (b) |", "|---|---|---|---|"]
     labels = {
         "a": "(a) Envoy, native static header",
@@ -1282,6 +1298,18 @@ def instruction_tables(ins):
             if k.startswith("n") and "n1" in r and k != "n1":
                 over_a = f"{r[k] - r['n1']:+,.0f} over (n1)"
             lines.append(f"| {label} | {r[k]:,.0f} | {over_a} | {over_b} |")
+    per_ns = []
+    for k, base, label in (("b", "a", "the no-op over Envoy alone"),
+                           ("c", "a", "ours over Envoy alone"),
+                           ("n2", "n1", "the Lua signer over nginx alone"),
+                           ("n3", "n1", "nginx + Lua's whole job over nginx alone")):
+        us = (added_us or {}).get((k, base))
+        if us is not None and k in r and base in r and r[k] > r[base]:
+            per_ns.append(f"{label}, {us:+.1f} µs for {r[k] - r[base]:+,.0f} instructions: "
+                          f"{1000 * us / (r[k] - r[base]):.2f} ns each")
+    if per_ns:
+        lines += ["", "Time per added instruction (main table, paired medians): "
+                  + "; ".join(per_ns) + "."]
     probes = [(p, r[f"probe:{p}"]) for p in INSTR_PROBES if f"probe:{p}" in r]
     if probes and "b" in r:
         lines += ["", f"One hostcall in Envoy (the probe module: the no-op plus the call "
@@ -1429,13 +1457,15 @@ def write_report(variants, mach, started, res, profile, cmd, upstream_cpu):
         "# Benchmarks",
         "",
         "Written by `make bench` (`tests/bench/bench.py`); do not edit by hand. Every table "
-        "says the command that produced it. **Produced on a shared, busy 2-core machine**: "
-        "other jobs (compiles, test suites) ran alongside, so single figures move from round "
-        "to round. Hence many short alternating rounds, each figure with its spread over "
-        "rounds, and every ratio or difference computed round by round between variants that "
-        "ran seconds apart (paired), which cancels most of the drift.",
+        "says the command that produced it. **Produced on a shared 2-core virtual machine** "
+        "(load average at the start and the end below): even with nothing else running, "
+        "single figures move from round to round. Hence many short alternating rounds, each "
+        "figure with its spread over rounds, every ratio or difference computed round by "
+        "round between variants that ran seconds apart (paired), which cancels most of the "
+        "drift, and instruction counts under callgrind, which do not move.",
         "",
-        f"- Date: {started:%Y-%m-%d %H:%M} UTC; load average at the end {la}",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC; load average at the start "
+        f"{', '.join(f'{x:.1f}' for x in LOAD_AT_START)}, at the end {la}",
         f"- Command: `{cmd}`",
         f"- Machine: {mach['nproc']} CPUs, {mach['cpu']}, Linux {mach['kernel']}; "
         f"Envoy {mach['envoy']} (V8); {mach['nginx']}; {mach['wrk']}; {mach['rustc']}",
@@ -1447,7 +1477,12 @@ def write_report(variants, mach, started, res, profile, cmd, upstream_cpu):
         if upstream_cpu is not None:
             lines += ["", f"The echo upstream used {upstream_cpu:.1f} µs CPU per request."]
     lines += profile_tables(profile, s, variants)
-    lines += instruction_tables(res.get("instructions"))
+    added_us = {}
+    for k, base in (("b", "a"), ("c", "a"), ("n2", "n1"), ("n3", "n1")):
+        if k in s and base in s:
+            added_us[(k, base)] = med(paired(variants[k], variants[base],
+                                             lambda x, y: x["cpu_us"] - y["cpu_us"]))
+    lines += instruction_tables(res.get("instructions"), added_us)
     lines += breakdown(variants, s, profile)
     lines += scale_tables(res)
     lines.append("")
@@ -1476,12 +1511,22 @@ def readme_summary(variants, s, res):
                     f"alone (the no-op Wasm filter {pc('b', 'a'):.1f} µs)")
     if all(k in s for k in ("n1", "n2")):
         figs.append(f"an nginx + Lua signer adds {pc('n2', 'n1'):.1f} µs over plain nginx")
+    if all(k in s for k in ("n1", "n3")):
+        figs.append(f"nginx + Lua doing the filter's whole job (signing, the log line, the "
+                    f"counts) {pc('n3', 'n1'):.1f} µs")
+    ins = (res.get("instructions") or {}).get("rows", {})
+    if all(k in ins for k in ("a", "b", "c", "n1", "n2")):
+        figs.append(f"in instructions, deterministic: ours adds {ins['c'] - ins['a']:,.0f} to "
+                    f"Envoy's per POST, the no-op {ins['b'] - ins['a']:,.0f}, the nginx signer "
+                    f"{ins['n2'] - ins['n1']:,.0f} to nginx's")
     para = ("`make bench` (needs `wrk`, installs nginx and its Lua module from Debian when "
             "missing; `valgrind`, `perf` optional) runs alternating `wrk` rounds against Envoy "
             "rendered as `make run` renders it (alone, with a no-op Wasm filter, with this "
-            "filter), the test host and nginx (alone and signing the same token in Lua), then "
+            "filter), the test host and nginx (alone, signing the same token in Lua, and doing "
+            "the filter's whole job), then "
             "scales connections (50 to 5,000), worker threads, body sizes (up to 100 MiB) and "
-            "workers, and counts the filter's instructions and hostcalls per POST; it writes "
+            "workers, and counts each proxy's instructions per POST under callgrind and the "
+            "filter's hostcalls; it writes "
             "[`BENCHMARKS.md`](BENCHMARKS.md) and this paragraph. In the last run "
             + ("; ".join(figs) if figs else "see BENCHMARKS.md")
             + ". Criterion micro-benchmarks: `cargo bench -p jwt-filter` and "
@@ -1500,6 +1545,9 @@ def readme_summary(variants, s, res):
 
 
 POST_BODY = ""
+
+
+LOAD_AT_START = os.getloadavg()
 
 
 def main():
