@@ -1323,7 +1323,7 @@ def instruction_tables(ins, added_us=None):
         ours, noop = r["c"] - r["a"], r["b"] - r["a"]
         carry = r["a2"] - r["a"]
         lines += ["", "Our filter's added instructions, part by part (ablations and probes "
-                  "above; the guest's share from the profile below):", "",
+                  "above):", "",
                   "| part | instructions / POST | share |", "|---|---|---|"]
         parts = [
             ("what any Wasm filter pays: the VM's callbacks per request, one header set "
