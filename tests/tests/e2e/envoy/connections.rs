@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use jwt_proxy_tests::load::rss_kib;
-use jwt_proxy_tests::raw::{Conn, exchange, post};
+use jwt_proxy_tests::raw::{Conn, blocking_get, exchange, post};
 use jwt_proxy_tests::{EnvoyBuilder, SECRET, Upstream, verify};
 
 #[test]
@@ -155,4 +155,30 @@ Transfer-Encoding: chunked\r\nx-my-jwt: forged\r\n\r\n\
     assert_eq!(tokens.len(), 1, "exactly one token: {tokens:?}");
     assert_ne!(tokens[0], "forged");
     verify(&tokens[0], SECRET.as_bytes());
+}
+
+#[test]
+fn the_upstream_circuit_breakers_follow_the_connection_cap() {
+    // Envoy's default breakers (1,024 connections and 1,024 pending requests
+    // to the upstream) answered 503 past about 2,048 requests in flight,
+    // under a cap of 10,000 client connections (BENCHMARKS.md, 5,000
+    // connections). The test host has no such limit.
+    let upstream = Upstream::start();
+    for (cap, expected) in [(None, "10000"), (Some("4321"), "4321")] {
+        let mut builder = EnvoyBuilder::new(upstream.addr());
+        if let Some(cap) = cap {
+            builder = builder.render_env("MAX_CONNECTIONS", cap);
+        }
+        let envoy = builder.start();
+        let (status, body) = blocking_get(envoy.admin(), "/clusters").unwrap();
+        assert_eq!(status, 200);
+        let clusters = String::from_utf8(body).unwrap();
+        for limit in ["max_connections", "max_pending_requests", "max_requests"] {
+            let line = format!("upstream::default_priority::{limit}::{expected}");
+            assert!(
+                clusters.lines().any(|l| l == line),
+                "no `{line}` in Envoy's /clusters:\n{clusters}"
+            );
+        }
+    }
 }
