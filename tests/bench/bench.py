@@ -1444,7 +1444,7 @@ def breakdown(variants, s, profile):
              - sp["b"].get("Wasm code (V8 JIT)", 0) * s["b"]["cpu_us"]) / 100
         rest -= x
         lines.append(f"| the Wasm code itself (SHA-512, base64, JSON, the SDK; perf) | {x:.1f} |")
-    lines.append(f"| the rest: Envoy carrying the 330-byte token upstream and the echo's copy "
+    lines.append(f"| the rest: Envoy carrying the token upstream and the echo's copy "
                  f"back, the header replace, noise | {rest:.1f} |")
     lines += ["", "What was tried:", ""] + [f"- {t}" for t in TRIED]
     return lines
