@@ -11,7 +11,6 @@
 //! reset text, streams first getting empty initial metadata and Envoy's trailers-only
 //! local reply as trailing metadata.
 
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes, BytesMut};
@@ -45,16 +44,28 @@ pub(crate) struct GrpcRequest {
 }
 
 /// A request body fed by a channel of frames.
-struct ChannelBody(mpsc::UnboundedReceiver<Bytes>);
+struct ChannelBody(mpsc::UnboundedReceiver<Result<Bytes, Cancelled>>);
+
+/// The filter cancelled the stream: its request body fails, and hyper resets the stream.
+#[derive(Debug)]
+struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cancelled by the filter")
+    }
+}
+
+impl std::error::Error for Cancelled {}
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Cancelled;
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|f| f.map(|b| Ok(Frame::data(b))))
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Cancelled>>> {
+        self.0.poll_recv(cx).map(|f| f.map(|r| r.map(Frame::data)))
     }
 }
 
@@ -212,7 +223,7 @@ async fn exchange(
             .await
             .map_err(|e| Failure::Reset(format!("{CONNECT_FAILURE}: {e}")))?;
     tokio::spawn(conn);
-    let (body_tx, body_rx) = mpsc::unbounded_channel::<Bytes>();
+    let (body_tx, body_rx) = mpsc::unbounded_channel::<Result<Bytes, Cancelled>>();
     let http_req = request(&req, ChannelBody(body_rx))
         .ok_or_else(|| Failure::Reset("bad request headers".to_owned()))?;
     // The filter's side: messages until it ends it (dropping the sender sends END_STREAM).
@@ -223,7 +234,7 @@ async fn exchange(
             match out {
                 Outbound::Message(m, end) => {
                     if let Some(tx) = &body_tx {
-                        let _ = tx.send(frame(&m));
+                        let _ = tx.send(Ok(frame(&m)));
                     }
                     if end {
                         body_tx = None;
@@ -232,6 +243,14 @@ async fn exchange(
                 }
                 Outbound::Close => {
                     body_tx = None;
+                    break;
+                }
+                // The body fails, so the stream is reset whether or not the abort of the
+                // exchange comes first (ending the body would send END_STREAM).
+                Outbound::Cancel => {
+                    if let Some(tx) = body_tx.take() {
+                        let _ = tx.send(Err(Cancelled));
+                    }
                     break;
                 }
             }

@@ -41,6 +41,8 @@ pub(crate) enum Outbound {
     Message(Vec<u8>, bool),
     /// End the client's side (`proxy_grpc_close` of a stream).
     Close,
+    /// `proxy_grpc_cancel`: the stream is reset (its exchange is aborted), never ended.
+    Cancel,
 }
 
 /// Whether a token names a unary call or a stream.
@@ -165,6 +167,9 @@ impl GrpcCalls {
     pub(crate) fn cancel(&mut self, token: u32) -> bool {
         match self.pending.remove(&token) {
             Some(p) => {
+                // Told first, so the client's side is not ended (END_STREAM) while the abort
+                // is on its way: the stream is reset, as Envoy resets it.
+                let _ = p.outbound.send(Outbound::Cancel);
                 p.abort.abort();
                 true
             }
