@@ -285,6 +285,23 @@ impl Config {
                 format!("{} is not an HTTP method", shown(bad)),
             ));
         }
+        // Methods are case-sensitive, and a case variant of a signed method is refused (SPEC
+        // 7): a lower-case entry would match no HTTP/1 request (Envoy's codec refuses them) and
+        // turn every request of the upper-case method into a 400.
+        if let Some(bad) = raw
+            .sign_methods
+            .iter()
+            .find(|m| m.bytes().any(|b| b.is_ascii_lowercase()))
+        {
+            return Err(ConfigError::new(
+                "sign_methods",
+                format!(
+                    "{} must be written in upper case, as clients send it ({})",
+                    shown(bad),
+                    shown(&bad.to_ascii_uppercase())
+                ),
+            ));
+        }
         if !raw.status_path.starts_with('/') || raw.status_path.contains(['?', '#', ' ']) {
             return Err(ConfigError::new(
                 "status_path",

@@ -91,6 +91,21 @@ fn each_bad_field_is_named() {
         err_field(&format!(r#"{{{s},"sign_methods":["PO ST"]}}"#)),
         "sign_methods"
     );
+    for lower in ["post", "Post", "pOST"] {
+        assert_eq!(
+            err_field(&format!(r#"{{{s},"sign_methods":["PUT","{lower}"]}}"#)),
+            "sign_methods",
+            "{lower}"
+        );
+    }
+    let lower = parse(&format!(r#"{{{s},"sign_methods":["post"]}}"#)).unwrap_err();
+    assert!(
+        lower
+            .to_string()
+            .contains(r#""post" must be written in upper case"#)
+            && lower.to_string().contains(r#"("POST")"#),
+        "{lower}"
+    );
     assert_eq!(
         err_field(&format!(r#"{{{s},"status_path":"status"}}"#)),
         "status_path"
