@@ -37,6 +37,9 @@ pub(crate) struct Outcome {
     pub(crate) body: Option<Vec<u8>>,
     /// Set when the filter paused without replying: fires when it resumes, resets or replies.
     pub(crate) waiter: Option<oneshot::Receiver<()>>,
+    /// The module exports this direction's body callback: the body may change size, so the
+    /// message's head waits for the first forward to choose its framing.
+    pub(crate) body_callback: bool,
 }
 
 /// The thread-side owner of a VM.
@@ -183,6 +186,7 @@ impl Worker {
             headers,
             body,
             waiter,
+            body_callback: vm.has_body_callback(direction),
         })
     }
 

@@ -158,16 +158,20 @@ impl Exchange {
                 true,
             ));
         }
-        self.forward(inbound, &outcome.headers, paused).await
+        // The head waits for the body's first forward only when the body may change size.
+        let reframe = paused || outcome.body_callback;
+        self.forward(inbound, &outcome.headers, (paused, reframe))
+            .await
     }
 
     /// The upstream request, from the headers as the filter left them; its body is pumped
-    /// through the request body callbacks.
+    /// through the request body callbacks. `paused`: the filter paused in the headers;
+    /// `reframe`: the head waits for the pump's framing decision.
     fn upstream_request(
         &self,
         inbound: Inbound,
         headers: &HeaderList,
-        paused: bool,
+        (paused, reframe): (bool, bool),
     ) -> Result<Outgoing, http::Error> {
         let proxy = &self.proxy;
         let method = headers
@@ -194,13 +198,16 @@ impl Exchange {
         } else {
             let (tx, upstream) = ChannelBody::channel();
             let link = (self.worker.clone(), self.ctx);
-            let (framing_tx, framing_rx) = oneshot::channel();
-            framing = Some(framing_rx);
+            let framing_tx = reframe.then(|| {
+                let (tx, rx) = oneshot::channel();
+                framing = Some(rx);
+                tx
+            });
             let mode = PumpMode {
                 http1: inbound.parts.version != Version::HTTP_2,
                 coalesce: paused,
                 declared: declared_length(headers),
-                framing: Some(framing_tx),
+                framing: framing_tx,
             };
             let body = (inbound.body, mode);
             let pump = pump_request(proxy.clone(), link, body, tx, done_tx, abort_tx);
@@ -222,7 +229,7 @@ impl Exchange {
 
     /// Sends the request, as the filter left its headers, to the upstream and answers with its
     /// response, or with the host's reply when it fails.
-    async fn forward(self, inbound: Inbound, headers: &HeaderList, paused: bool) -> Answer {
+    async fn forward(self, inbound: Inbound, headers: &HeaderList, held: (bool, bool)) -> Answer {
         let proxy = self.proxy.clone();
         // Envoy closes an HTTP/1 connection it answers before the request's end.
         let http1 = inbound.parts.version != Version::HTTP_2;
@@ -231,7 +238,7 @@ impl Exchange {
             framing,
             done: done_rx,
             abort: abort_rx,
-        } = match self.upstream_request(inbound, headers, paused) {
+        } = match self.upstream_request(inbound, headers, held) {
             Ok(o) => o,
             Err(e) => {
                 proxy.log(
@@ -373,6 +380,7 @@ impl Exchange {
             Err(e) => return Ok(self.failed(&e)),
         };
         let paused = outcome.waiter.is_some();
+        let reframe = paused || outcome.body_callback;
         let outcome = match self.wait_resumed(Direction::Response, outcome).await {
             Ok(o) => o,
             Err(resp) => return Ok(resp),
@@ -410,11 +418,13 @@ impl Exchange {
                 http1: true,
                 coalesce: paused,
                 declared: declared_length(&headers),
-                framing: Some(framing_tx),
+                framing: reframe.then_some(framing_tx),
             };
             let proxy = self.proxy.clone();
             tokio::spawn(pump_response(proxy, link, (body, mode), tx, self.finish));
-            framed(&mut map, framing_rx).await;
+            if reframe {
+                framed(&mut map, framing_rx).await;
+            }
             client
         };
         let mut response = Response::new(client_body);

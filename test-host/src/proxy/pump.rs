@@ -5,7 +5,9 @@
 //! The callbacks come as Envoy 1.40 makes them: an HTTP/1 body (content-length or chunked) is
 //! its data, then an empty end-of-stream call, its trailers dropped; an HTTP/2 body ends on its
 //! last data (or its trailers); what arrived while the filter paused in the headers is one
-//! call. The framing of what goes on is decided at the first forward ([`Framing`]).
+//! call. The framing of what goes on is decided at the first forward ([`Framing`]) when the
+//! module exports the direction's body callback or paused in the headers; otherwise the body
+//! cannot change size and the head goes at once, as Envoy's router sends it.
 
 use std::sync::Arc;
 
@@ -92,7 +94,8 @@ pub(crate) struct PumpMode {
     pub(crate) coalesce: bool,
     /// The `content-length` the head carries, as the filter left the headers.
     pub(crate) declared: Option<u64>,
-    /// Where the framing decision goes (the head waits for it).
+    /// Where the framing decision goes (the head waits for it); `None` when the head did not
+    /// wait (the body keeps its size: [`Framing::Keep`]).
     pub(crate) framing: Option<oneshot::Sender<Framing>>,
 }
 

@@ -392,6 +392,14 @@ impl Vm {
         Ok(r.map_or(Action::Continue, Action::from_abi))
     }
 
+    /// Whether the module exports `direction`'s body callback.
+    pub(crate) fn has_body_callback(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Request => self.cb.request_body.is_some(),
+            Direction::Response => self.cb.response_body.is_some(),
+        }
+    }
+
     /// A body callback for `chunk`, appended to what the filter kept buffered. Returns the
     /// action and the bytes to forward now (all buffered bytes unless the filter paused before
     /// the end of the stream).
