@@ -158,20 +158,20 @@ impl Exchange {
                 true,
             ));
         }
-        // The head waits for the body's first forward only when the body may change size.
-        let reframe = paused || outcome.body_callback;
-        self.forward(inbound, &outcome.headers, (paused, reframe))
-            .await
+        let start = BodyStart {
+            paused,
+            reframe: paused || outcome.body_callback,
+        };
+        self.forward(inbound, &outcome.headers, start).await
     }
 
     /// The upstream request, from the headers as the filter left them; its body is pumped
-    /// through the request body callbacks. `paused`: the filter paused in the headers;
-    /// `reframe`: the head waits for the pump's framing decision.
+    /// through the request body callbacks.
     fn upstream_request(
         &self,
         inbound: Inbound,
         headers: &HeaderList,
-        (paused, reframe): (bool, bool),
+        BodyStart { paused, reframe }: BodyStart,
     ) -> Result<Outgoing, http::Error> {
         let proxy = &self.proxy;
         let method = headers
@@ -229,7 +229,7 @@ impl Exchange {
 
     /// Sends the request, as the filter left its headers, to the upstream and answers with its
     /// response, or with the host's reply when it fails.
-    async fn forward(self, inbound: Inbound, headers: &HeaderList, held: (bool, bool)) -> Answer {
+    async fn forward(self, inbound: Inbound, headers: &HeaderList, start: BodyStart) -> Answer {
         let proxy = self.proxy.clone();
         // Envoy closes an HTTP/1 connection it answers before the request's end.
         let http1 = inbound.parts.version != Version::HTTP_2;
@@ -238,7 +238,7 @@ impl Exchange {
             framing,
             done: done_rx,
             abort: abort_rx,
-        } = match self.upstream_request(inbound, headers, held) {
+        } = match self.upstream_request(inbound, headers, start) {
             Ok(o) => o,
             Err(e) => {
                 proxy.log(
@@ -432,6 +432,16 @@ impl Exchange {
         *response.headers_mut() = map;
         Ok(response)
     }
+}
+
+/// How a forwarded request's body follows its head.
+#[derive(Clone, Copy)]
+struct BodyStart {
+    /// The filter paused in the headers: what arrived meanwhile is one body call.
+    paused: bool,
+    /// The head waits for the pump's first forward to choose its framing: the body may change
+    /// size (a body callback is exported, or the filter paused and may have set the buffer).
+    reframe: bool,
 }
 
 /// The `:status` of a header map, if valid.
