@@ -1,7 +1,7 @@
 //! The scriptable upstream: an HTTP/1.1 server whose answer to each request
 //! is chosen by a script from the request head: echo it, send fixed bytes,
 //! stall, reset, or send part of a response and stop. Records every request
-//! head. In-process on a runtime of its own (so tests can use blocking
+//! head, as soon as it is read and again with its body. In-process on a runtime of its own (so tests can use blocking
 //! clients), on `127.0.0.1`, stopped on drop.
 //!
 //! [`crate::Upstream`] (the product's echo server, recording [`crate::Seen`])
@@ -78,6 +78,7 @@ type Script = dyn Fn(&Head) -> Reply + Send + Sync;
 pub struct Scripted {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Head>>>,
+    arrived: Arc<Mutex<Vec<Head>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -102,16 +103,21 @@ impl Scripted {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = Arc::clone(&seen);
+        let arrived = Arc::new(Mutex::new(Vec::new()));
+        let record = Records {
+            seen: Arc::clone(&seen),
+            arrived: Arc::clone(&arrived),
+        };
         let script: Arc<Script> = Arc::new(script);
         runtime.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&script), Arc::clone(&record)));
+                tokio::spawn(serve(stream, Arc::clone(&script), record.clone()));
             }
         });
         Scripted {
             addr,
             seen,
+            arrived,
             runtime: Some(runtime),
         }
     }
@@ -131,9 +137,14 @@ impl Scripted {
         self.addr
     }
 
-    /// Every request head received so far.
+    /// Every request received so far, with its body.
     pub fn seen(&self) -> Vec<Head> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Every request head received so far, recorded before its body was read (`body` empty).
+    pub fn arrived(&self) -> Vec<Head> {
+        self.arrived.lock().unwrap().clone()
     }
 }
 
@@ -145,9 +156,21 @@ impl Drop for Scripted {
     }
 }
 
+/// Where the requests read are recorded: heads on arrival, and whole.
+#[derive(Clone)]
+struct Records {
+    seen: Arc<Mutex<Vec<Head>>>,
+    arrived: Arc<Mutex<Vec<Head>>>,
+}
+
 /// Reads one request (head and `Content-Length` body) from `stream`, with
-/// `buf` holding what was read past the previous one.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Head> {
+/// `buf` holding what was read past the previous one; its head goes to
+/// `arrived` before the body is read.
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    arrived: &Mutex<Vec<Head>>,
+) -> Option<Head> {
     let mut chunk = [0u8; 8192];
     let (mut head, head_len, body_len) = loop {
         let mut headers = [httparse::EMPTY_HEADER; 256];
@@ -181,6 +204,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Head>
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     };
+    arrived.lock().unwrap().push(head.clone());
     while buf.len() < head_len + body_len {
         match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return None,
@@ -192,15 +216,15 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Head>
     Some(head)
 }
 
-async fn serve(mut stream: TcpStream, script: Arc<Script>, record: Arc<Mutex<Vec<Head>>>) {
+async fn serve(mut stream: TcpStream, script: Arc<Script>, record: Records) {
     let mut buf = Vec::new();
     let reset = |s: TcpStream| {
         let _ = s.set_zero_linger();
         drop(s);
     };
-    while let Some(head) = read_request(&mut stream, &mut buf).await {
+    while let Some(head) = read_request(&mut stream, &mut buf, &record.arrived).await {
         let reply = script(&head);
-        record.lock().unwrap().push(head.clone());
+        record.seen.lock().unwrap().push(head.clone());
         let sent = match reply {
             Reply::Echo => {
                 let mut out = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n", head.body.len());

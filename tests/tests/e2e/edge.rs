@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use jwt_proxy_tests::proxy::{Limits, Setup};
 use jwt_proxy_tests::raw::{Conn, bare, exchange, post};
+use jwt_proxy_tests::scripted::Scripted;
 use jwt_proxy_tests::{SECRET, Upstream, h2, verify};
 
 use crate::util::seen_through_both;
@@ -173,58 +174,35 @@ fn a_posts_head_goes_upstream_before_its_body_arrives() {
     // the head upstream as soon as the filter lets it go, and so does the test
     // host for a module with no body callback (ours: its body cannot change).
     // The upstream reads the head while the client still holds every body byte.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (heads_tx, heads) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let heads_tx = heads_tx.clone();
-            std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let mut got = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = heads_tx.send(String::from_utf8_lossy(&got).into_owned());
-                let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                while got.len() < head_end + 5 {
-                    match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                let _ = stream.read(&mut chunk);
-            });
-        }
-    });
-    for proxy in Setup::new(addr).both() {
+    let upstream = Scripted::answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    for proxy in Setup::new(upstream.addr()).both() {
         let name = proxy.name();
+        let before = upstream.arrived().len();
         let mut conn = Conn::connect(proxy.addr()).unwrap();
         conn.send(b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
             .unwrap();
-        let head = heads
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("{name}: no head upstream while the body is held"));
-        assert!(
-            head.starts_with("POST /slow HTTP/1.1\r\n"),
-            "{name}: {head}"
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while upstream.arrived().len() == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let arrived = upstream.arrived();
+        let head = arrived
+            .get(before)
+            .unwrap_or_else(|| panic!("{name}: no head upstream while the body is held"));
+        assert_eq!(
+            (head.method.as_str(), head.route()),
+            ("POST", "/slow"),
+            "{name}"
         );
-        let tokens: Vec<&str> = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .filter(|(n, _)| n.eq_ignore_ascii_case("x-my-jwt"))
-            .map(|(_, v)| v.trim())
-            .collect();
-        assert_eq!(tokens.len(), 1, "{name}: {head}");
-        verify(tokens[0], SECRET.as_bytes());
+        let tokens = head.all("x-my-jwt");
+        assert_eq!(tokens.len(), 1, "{name}: {:?}", head.headers);
+        verify(&tokens[0], SECRET.as_bytes());
         conn.send(b"hello").unwrap();
         let resp = conn.read_response(false).unwrap();
         assert_eq!((resp.status, resp.text()), (200, "ok".to_owned()), "{name}");
+        assert_eq!(
+            upstream.seen().last().map(|h| h.body.clone()),
+            Some(b"hello".to_vec())
+        );
     }
 }
