@@ -47,16 +47,9 @@ pub(crate) struct GrpcRequest {
 struct ChannelBody(mpsc::UnboundedReceiver<Result<Bytes, Cancelled>>);
 
 /// The filter cancelled the stream: its request body fails, and hyper resets the stream.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled by the filter")]
 struct Cancelled;
-
-impl std::fmt::Display for Cancelled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("cancelled by the filter")
-    }
-}
-
-impl std::error::Error for Cancelled {}
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
