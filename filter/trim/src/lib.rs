@@ -9,8 +9,9 @@
 //! nothing: about 1 µs of proxy CPU per request in Envoy (BENCHMARKS.md,
 //! variant (c3)); `proxy_on_done`, which our filters leave to the SDK's
 //! default, is one more (1,900 of Envoy's instructions per POST). The SDK
-//! offers no way to leave them out, so the build removes them after linking. The function bodies stay (dead code, a few
-//! hundred bytes); only the exports go, which is all the host looks at.
+//! offers no way to leave them out, so the build removes them after linking.
+//! The function bodies stay (dead code, a few hundred bytes); only the
+//! exports go, which is all the host looks at.
 
 use std::collections::BTreeSet;
 
