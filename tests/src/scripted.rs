@@ -1,8 +1,9 @@
 //! The scriptable upstream: an HTTP/1.1 server whose answer to each request
 //! is chosen by a script from the request head: echo it, send fixed bytes,
 //! stall, reset, or send part of a response and stop. Records every request
-//! head, as soon as it is read and again with its body. In-process on a runtime of its own (so tests can use blocking
-//! clients), on `127.0.0.1`, stopped on drop.
+//! head, as soon as it is read and again with its body. In-process on a
+//! runtime of its own (so tests can use blocking clients), on `127.0.0.1`,
+//! stopped on drop.
 //!
 //! [`crate::Upstream`] (the product's echo server, recording [`crate::Seen`])
 //! is the upstream for well-behaved traffic; this one is for the answers a
@@ -77,8 +78,7 @@ type Script = dyn Fn(&Head) -> Reply + Send + Sync;
 /// The running upstream.
 pub struct Scripted {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Head>>>,
-    arrived: Arc<Mutex<Vec<Head>>>,
+    records: Records,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -102,12 +102,8 @@ impl Scripted {
             .block_on(tokio::net::TcpListener::bind(addr))
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let arrived = Arc::new(Mutex::new(Vec::new()));
-        let record = Records {
-            seen: Arc::clone(&seen),
-            arrived: Arc::clone(&arrived),
-        };
+        let records = Records::default();
+        let record = records.clone();
         let script: Arc<Script> = Arc::new(script);
         runtime.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -116,8 +112,7 @@ impl Scripted {
         });
         Scripted {
             addr,
-            seen,
-            arrived,
+            records,
             runtime: Some(runtime),
         }
     }
@@ -139,12 +134,12 @@ impl Scripted {
 
     /// Every request received so far, with its body.
     pub fn seen(&self) -> Vec<Head> {
-        self.seen.lock().unwrap().clone()
+        self.records.seen.lock().unwrap().clone()
     }
 
     /// Every request head received so far, recorded before its body was read (`body` empty).
     pub fn arrived(&self) -> Vec<Head> {
-        self.arrived.lock().unwrap().clone()
+        self.records.arrived.lock().unwrap().clone()
     }
 }
 
@@ -157,7 +152,7 @@ impl Drop for Scripted {
 }
 
 /// Where the requests read are recorded: heads on arrival, and whole.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Records {
     seen: Arc<Mutex<Vec<Head>>>,
     arrived: Arc<Mutex<Vec<Head>>>,
