@@ -170,6 +170,45 @@ pub fn dead_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// A loopback port held by a socket that is bound but not listening: a
+/// connect to it is refused (reset) for as long as the value lives, and no
+/// other process can take the port meanwhile. [`HeldPort::listen`] turns the
+/// same socket into a listener, on the same port.
+pub struct HeldPort {
+    socket: socket2::Socket,
+    addr: SocketAddr,
+}
+
+impl HeldPort {
+    /// Binds a fresh socket to `127.0.0.1:0`.
+    pub fn new() -> HeldPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        HeldPort { socket, addr }
+    }
+
+    /// The address that refuses connections.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts listening on the held port with an accept queue of `backlog`.
+    pub fn listen(self, backlog: i32) -> std::net::TcpListener {
+        self.socket.listen(backlog).unwrap();
+        self.socket.into()
+    }
+}
+
+impl Default for HeldPort {
+    fn default() -> Self {
+        HeldPort::new()
+    }
+}
+
 /// Verifies an HS512 token with the `jsonwebtoken` crate and returns its
 /// claims (no registered-claim validation: the caller checks them).
 pub fn verify(token: &str, key: &[u8]) -> Value {
