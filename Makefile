@@ -117,7 +117,7 @@ wasm-rustflags:
 
 # What the filter costs against Envoy alone and nginx + Lua, and how it
 # scales (connections, threads, bodies, workers; tests/bench/bench.py says
-# the knobs); writes BENCHMARKS.md and README.md's benchmark paragraph.
+# the knobs); writes BENCHMARKS.md (README.md links it).
 # ROUNDS=10 DURATION=4 (seconds per round) by default, about 20 minutes.
 bench: toolchain envoy
 	python3 tests/bench/bench.py

@@ -53,8 +53,8 @@ STARTS (3), CONNECTIONS (50), INSTR_POSTS (300), SCALE_ROUNDS (2), SCALE_DURATIO
 SCALE_CONNECTIONS, BODY_SIZES ("1KiB,1MiB,100MiB"), WORKER_COUNTS
 ("1,2,4,8"), BENCH_PROBES ("get-header,metric,log"), PROBE_CALLS (10),
 BENCH_VARIANTS (e.g. "a,c,n2"), BENCH_PHASES, SKIP_BUILD=1, ENVOY_BIN,
-TEST_HOST_BIN, BENCH_OUT (BENCHMARKS.md; README.md's benchmark paragraph is
-rewritten only when BENCH_OUT is the default), BENCH_PERF=0.
+TEST_HOST_BIN, BENCH_OUT (BENCHMARKS.md, the only place the figures are
+written: README.md links it), BENCH_PERF=0.
 Standard library only. A benchmark, not a test: it asserts nothing.
 """
 
@@ -1504,58 +1504,6 @@ def write_report(variants, mach, started, res, profile, cmd, upstream_cpu):
         f.write("\n".join(lines))
     log(f"wrote {OUT}")
     print("\n".join(lines))
-    if OUT == DEFAULT_OUT and variants:
-        readme_summary(variants, s, res)
-
-
-def readme_summary(variants, s, res):
-    """Rewrites the paragraph under README.md's `## Benchmarks` heading."""
-    path = os.path.join(ROOT, "README.md")
-    with open(path) as f:
-        text = f.read()
-    m = re.search(r"(?m)^## Benchmarks\n\n(.*?)(?=\n\n)", text, re.S)
-    if not m:
-        log("README.md has no '## Benchmarks' paragraph; left alone")
-        return
-    figs = []
-    pc = lambda k, d: med(paired(variants[k], variants[d],  # noqa: E731
-                                 lambda x, y: x["cpu_us"] - y["cpu_us"]))
-    if all(k in s for k in ("a", "b", "c")):
-        figs.append(f"the filter adds {pc('c', 'a'):.1f} µs of proxy CPU per POST over Envoy "
-                    f"alone (the no-op Wasm filter {pc('b', 'a'):.1f} µs)")
-    if all(k in s for k in ("n1", "n2")):
-        figs.append(f"an nginx + Lua signer adds {pc('n2', 'n1'):.1f} µs over plain nginx")
-    if all(k in s for k in ("n1", "n3")):
-        figs.append(f"nginx + Lua doing the filter's whole job (signing, the log line, the "
-                    f"counts) {pc('n3', 'n1'):.1f} µs")
-    ins = (res.get("instructions") or {}).get("rows", {})
-    if all(k in ins for k in ("a", "b", "c", "n1", "n2")):
-        figs.append(f"in instructions, deterministic: ours adds {ins['c'] - ins['a']:,.0f} to "
-                    f"Envoy's per POST, the no-op {ins['b'] - ins['a']:,.0f}, the nginx signer "
-                    f"{ins['n2'] - ins['n1']:,.0f} to nginx's")
-    para = ("`make bench` (needs `wrk`, installs nginx and its Lua module from Debian when "
-            "missing; `valgrind`, `perf` optional) runs alternating `wrk` rounds against Envoy "
-            "rendered as `make run` renders it (alone, with a no-op Wasm filter, with this "
-            "filter), the test host and nginx (alone, signing the same token in Lua, and doing "
-            "the filter's whole job), then "
-            "scales connections (50 to 5,000), worker threads, body sizes (up to 100 MiB) and "
-            "workers, and counts each proxy's instructions per POST under callgrind and the "
-            "filter's hostcalls; it writes "
-            "[`BENCHMARKS.md`](BENCHMARKS.md) and this paragraph. In the last run "
-            + ("; ".join(figs) if figs else "see BENCHMARKS.md")
-            + ". Criterion micro-benchmarks: `cargo bench -p jwt-filter` and "
-            "`cargo bench -p jwt-proxy-tests`.")
-    wrapped, line = [], ""
-    for word in para.split():
-        if line and len(line) + 1 + len(word) > 78:
-            wrapped.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    wrapped.append(line)
-    with open(path, "w") as f:
-        f.write(text[:m.start(1)] + "\n".join(wrapped) + text[m.end(1):])
-    log("rewrote README.md's benchmark paragraph")
 
 
 POST_BODY = ""
