@@ -38,7 +38,8 @@ help:
 	@echo "make validate   envoy --mode validate on every Envoy config in the repo"
 	@echo "make reload     apply the filter configuration to the running make run (same HTTP_PORT)"
 	@echo "make verifier   envoy/verifier.yaml: the upstream's jwt_authn filter for the key ring"
-	@echo "make up         the same system under docker compose (needs Docker)"
+	@echo "make up         the same system under docker compose or podman-compose, detached,"
+	@echo "                on 127.0.0.1:HTTP_PORT (ENVOY_IMAGE, BASE_IMAGE); make down removes it"
 	@echo "make oci        OCI image of the module (target/oci/), deploy/ manifests rendered"
 	@echo "make bench      benchmarks, writes BENCHMARKS.md (ROUNDS=, DURATION=)"
 	@echo "make soak       1,000,000 POSTs through Envoy + filter (SOAK_REQUESTS=)"
@@ -96,11 +97,20 @@ reload:
 validate: wasm envoy
 	envoy/validate.sh
 
-up: wasm
-	docker compose -f envoy/docker-compose.yml up --build
+# `make up`: envoy/docker-compose.yml under `docker compose` where a Docker
+# engine answers, else podman-compose (envoy/compose.sh, docs/compose.md).
+# The echo runs in BASE_IMAGE as a static (musl) binary built here.
+ECHO_STATIC_TARGET := x86_64-unknown-linux-musl
+.PHONY: echo-static
+echo-static:
+	rustup target add $(ECHO_STATIC_TARGET)
+	$(CARGO) build --release --target $(ECHO_STATIC_TARGET) -p echo-upstream
+
+up: wasm echo-static
+	envoy/compose.sh up
 
 down:
-	docker compose -f envoy/docker-compose.yml down
+	envoy/compose.sh down
 
 clean:
 	$(CARGO) clean
