@@ -73,7 +73,7 @@ run-host: wasm echo-upstream
 	$(CARGO) build --release -p test-host
 	envoy/run.sh test-host
 
-test: wasm fixtures envoy
+test: wasm fixtures envoy echo-static
 	ENVOY_BIN="$$(envoy/find-envoy.sh)" $(CARGO) test --workspace
 
 lint: toolchain
