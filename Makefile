@@ -26,6 +26,9 @@ WASM_RUSTFLAGS := --remap-path-prefix=$(CURDIR)=/build --remap-path-prefix=$(CAR
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := $(WASM_RUSTFLAGS)
 
 .PHONY: help build wasm fixtures toolchain envoy echo-upstream run run-host test lint validate up down bench soak clean oci wasm-rustflags verifier reload
+.PHONY: check-deploy
+# The venv of deploy/check-schemas.py (make check-deploy, the oci:: tests).
+CHECK_VENV := target/check-venv
 
 help:
 	@echo "make build      the filter (.wasm, release) and the host binaries"
@@ -41,6 +44,7 @@ help:
 	@echo "make up         the same system under docker compose or podman-compose, detached,"
 	@echo "                on 127.0.0.1:HTTP_PORT (ENVOY_IMAGE, BASE_IMAGE); make down removes it"
 	@echo "make oci        OCI image of the module (target/oci/), deploy/ manifests rendered"
+	@echo "make check-deploy  make oci, then its manifests against the CRD and Kubernetes schemas"
 	@echo "make bench      benchmarks, writes BENCHMARKS.md (ROUNDS=, DURATION=)"
 	@echo "make soak       1,000,000 POSTs through Envoy + filter (SOAK_REQUESTS=)"
 
@@ -73,7 +77,7 @@ run-host: wasm echo-upstream
 	$(CARGO) build --release -p test-host
 	envoy/run.sh test-host
 
-test: wasm fixtures envoy echo-static
+test: wasm fixtures envoy echo-static $(CHECK_VENV)/.installed
 	ENVOY_BIN="$$(envoy/find-envoy.sh)" $(CARGO) test --workspace
 
 lint: toolchain
@@ -120,6 +124,20 @@ clean:
 # OCI_IMAGE=registry/name OCI_TAG=tag name the image in the manifests.
 oci: wasm
 	deploy/oci.sh
+
+# The manifests `make oci` renders, against the schemas a cluster enforces:
+# the CRDs in ../shared/schemas (SCHEMAS_DIR) for Istio's and Envoy Gateway's
+# kinds, kubernetes-validate's for the core ones (deploy/check-schemas.py).
+# Its Python packages, pinned, go into a venv of their own ($(CHECK_VENV)).
+SCHEMAS_DIR ?= ../shared/schemas
+$(CHECK_VENV)/.installed: deploy/check-schemas.requirements.txt
+	rm -rf $(CHECK_VENV)
+	python3 -m venv $(CHECK_VENV)
+	$(CHECK_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+check-deploy: oci $(CHECK_VENV)/.installed
+	$(CHECK_VENV)/bin/python deploy/check-schemas.py --schemas $(SCHEMAS_DIR) target/oci/deploy
 
 # The wasm RUSTFLAGS this checkout builds with (the reproducibility test).
 wasm-rustflags:

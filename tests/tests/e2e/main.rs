@@ -18,5 +18,6 @@ mod hostile;
 mod hygiene;
 mod oci;
 mod regressions;
+mod run_script;
 mod soak;
 mod util;

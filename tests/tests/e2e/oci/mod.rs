@@ -16,6 +16,7 @@ use jwt_proxy_tests::{SECRET, root, wasm};
 use serde_json::Value;
 
 mod manifests;
+mod schemas;
 
 const TAG: &str = "e2e";
 const IMAGE: &str = "registry.test/jwt-proxy-wasm";
