@@ -17,5 +17,6 @@ mod hostile;
 mod hygiene;
 mod oci;
 mod regressions;
+mod retry;
 mod soak;
 mod util;
