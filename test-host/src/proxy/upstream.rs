@@ -326,3 +326,35 @@ impl AsyncWrite for Tracked {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_envoys_jittered_exponential_capped_at_one_second() {
+        for (n, ceiling) in [(1, 100), (2, 300), (3, 700), (4, 1000), (20, 1000)] {
+            let waits: Vec<Duration> = (0..200).map(|_| backoff(n)).collect();
+            assert!(
+                waits.iter().all(|w| *w < Duration::from_millis(ceiling)),
+                "retry {n}: {waits:?}"
+            );
+            // Jittered: not one fixed wait.
+            assert!(waits.iter().any(|w| *w != waits[0]), "retry {n}: {waits:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_connect_that_sent_nothing_is_retried() {
+        for kind in [
+            ErrorKind::ConnectionRefused,
+            ErrorKind::ConnectionReset,
+            ErrorKind::TimedOut,
+        ] {
+            assert!(retriable(kind), "{kind:?}");
+        }
+        for kind in [ErrorKind::AddrNotAvailable, ErrorKind::PermissionDenied] {
+            assert!(!retriable(kind), "{kind:?}");
+        }
+    }
+}
