@@ -93,14 +93,28 @@ impl Scripted {
         addr: SocketAddr,
         script: impl Fn(&Head) -> Reply + Send + Sync + 'static,
     ) -> Scripted {
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        Self::serving(listener, Duration::ZERO, script)
+    }
+
+    /// The same on a listener the caller made (e.g. [`crate::HeldPort::listen`], with the
+    /// accept queue it chose), accepting at most one connection per `accept_pace` (zero: as
+    /// fast as they come), so a burst can overflow a short accept queue.
+    pub fn serving(
+        listener: std::net::TcpListener,
+        accept_pace: Duration,
+        script: impl Fn(&Head) -> Reply + Send + Sync + 'static,
+    ) -> Scripted {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).unwrap()
+        };
         let addr = listener.local_addr().unwrap();
         let records = Records::default();
         let record = records.clone();
@@ -108,6 +122,10 @@ impl Scripted {
         runtime.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 tokio::spawn(serve(stream, Arc::clone(&script), record.clone()));
+                if !accept_pace.is_zero() {
+                    // Paces the accepts (a slow server), by design.
+                    tokio::time::sleep(accept_pace).await;
+                }
             }
         });
         Scripted {

@@ -494,8 +494,21 @@ fn upstream_failed(proxy: &Proxy, failed: Option<UpstreamError>) -> LocalReply {
             );
             return host_reply(504, "upstream request timeout\n");
         }
-        Some(UpstreamError::Connect(e)) => {
-            (503, format!("connect error: {e}"), "connection failure")
+        // After the connector's retries: Envoy's body names the last attempt's failure.
+        Some(UpstreamError::Connect { timeout, error }) => {
+            proxy.log(
+                Level::Warn,
+                format!("upstream {upstream} connect error: {error}"),
+            );
+            let reason = if timeout {
+                "connection timeout"
+            } else {
+                "remote connection failure"
+            };
+            return host_reply(
+                503,
+                &format!("{BEFORE_HEADERS}. retried and the latest reset reason: {reason}"),
+            );
         }
         // Accepted, then closed or reset before a byte of response: Envoy's 503.
         Some(UpstreamError::Failed {

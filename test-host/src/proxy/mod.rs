@@ -6,7 +6,9 @@
 //! (constant memory). Hop-by-hop headers (RFC 7230 section 6.1) are removed in both directions;
 //! on responses the filter still sees `connection`, as in Envoy.
 //!
-//! Errors: upstream refused `503` ("connection failure"), or accepted then closed/reset before
+//! Errors: upstream refused or its connect timed out, after the connector's retries, `503`
+//! ("retried and the latest reset reason: remote connection failure" / "connection timeout"),
+//! or accepted then closed/reset before
 //! any byte of response `503` ("connection termination"), no response headers within the
 //! timeout `504`, a broken or non-HTTP response `502`, a malformed request body `400` (these go
 //! through the filter's response callbacks like Envoy's local replies); request heads over
@@ -67,7 +69,7 @@ impl Proxy {
         workers: Vec<WorkerHandle>,
         shared: Arc<Shared>,
     ) -> Arc<Self> {
-        let client = upstream::Upstream::new(&config.upstream);
+        let client = upstream::Upstream::new(&config.upstream, &shared);
         let ids = match shared.plugin.random {
             Random::Seeded(seed) => StdRng::seed_from_u64(seed ^ 0x05ee_d1d5),
             Random::Os => StdRng::from_rng(&mut rand::rng()),

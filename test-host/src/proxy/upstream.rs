@@ -7,8 +7,18 @@
 //! capped, as Envoy's default circuit breakers allow far more). A request that a reused
 //! connection drops before writing it is retried on another (hyper-util's
 //! `retry_canceled_requests`).
+//!
+//! Connect: like Envoy's `upstream` cluster and route (`envoy/envoy.yaml`), each attempt gets
+//! [`CONNECT_TIMEOUT`] (1 s), and a connect that is refused, reset or times out (nothing was
+//! sent: the request provably never reached the upstream) is tried again up to
+//! [`CONNECT_RETRIES`] (3) more times after Envoy's fully jittered backoff (a random wait below
+//! `(2^n - 1) x 0.1 s`, at most 1 s, before retry `n`). The retries happen inside the connector,
+//! so the request, body included, is still whole when a connection exists: hyper only reads the
+//! body to write it. Counted in Envoy's cluster stats, `cluster.upstream.upstream_cx_total`
+//! (attempts), `upstream_cx_connect_fail`, `upstream_cx_connect_timeout` and `upstream_rq_retry`.
 
 use std::future::Future;
+use std::io::ErrorKind;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,20 +30,31 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rand::RngExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::abi::MetricType;
 use crate::proxy::body::ProxyBody;
+use crate::state::Shared;
 
 /// How long an idle upstream connection stays pooled.
 pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How many idle upstream connections stay pooled.
 pub(crate) const POOL_MAX_IDLE: usize = 256;
+/// How long one connect attempt may take (Envoy's `connect_timeout` in `envoy.yaml`).
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How many more times a failed connect is tried (the route's `num_retries`).
+pub(crate) const CONNECT_RETRIES: u32 = 3;
+/// The backoff's base and cap (the route's `retry_back_off`).
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Why an upstream exchange failed.
 pub(crate) enum UpstreamError {
-    /// No connection (refused, unreachable).
-    Connect(String),
+    /// No connection (refused, unreachable), after the retries; `timeout`: the last attempt
+    /// timed out.
+    Connect { timeout: bool, error: String },
     /// The exchange broke; `heard`: whether any response byte had arrived.
     Failed { heard: bool, error: String },
 }
@@ -46,14 +67,16 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     /// A client for `authority` (`HOST:PORT`).
-    pub(crate) fn new(authority: &str) -> Self {
+    pub(crate) fn new(authority: &str, shared: &Arc<Shared>) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(POOL_MAX_IDLE)
             // The filter's `:authority` becomes `Host`; none is added when it removed it.
             .set_host(false)
-            .build(Connector);
+            .build(Connector {
+                stats: Arc::new(ConnectStats::new(shared)),
+            });
         Self {
             authority: authority.to_owned(),
             client,
@@ -80,7 +103,11 @@ impl Upstream {
         };
         let text = chain(&error);
         if error.is_connect() {
-            return Err(UpstreamError::Connect(text));
+            let timeout = io_kind(&error) == Some(ErrorKind::TimedOut);
+            return Err(UpstreamError::Connect {
+                timeout,
+                error: text,
+            });
         }
         let heard = error.connect_info().is_some_and(|c| {
             let mut extensions = Extensions::new();
@@ -105,13 +132,109 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The kind of the first I/O error in `e`'s sources.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// Envoy's cluster counters for the upstream's connects, host-wide metrics.
+struct ConnectStats {
+    shared: Arc<Shared>,
+    total: u32,
+    fail: u32,
+    timeout: u32,
+    retry: u32,
+}
+
+impl ConnectStats {
+    fn new(shared: &Arc<Shared>) -> Self {
+        let define = |name: &str| {
+            shared
+                .metrics
+                .define(MetricType::Counter, &format!("cluster.upstream.{name}"))
+        };
+        Self {
+            shared: shared.clone(),
+            total: define("upstream_cx_total"),
+            fail: define("upstream_cx_connect_fail"),
+            timeout: define("upstream_cx_connect_timeout"),
+            retry: define("upstream_rq_retry"),
+        }
+    }
+
+    fn count(&self, id: u32) {
+        let _ = self.shared.metrics.increment(id, 1);
+    }
+}
+
+/// Whether a failed connect provably sent nothing and may be tried again.
+fn retriable(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ConnectionRefused
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::TimedOut
+    )
+}
+
+/// Envoy's fully jittered exponential backoff before retry `n` (from 1): a random wait below
+/// `(2^n - 1) x` [`BACKOFF_BASE`], at most [`BACKOFF_MAX`].
+fn backoff(n: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul((1u32 << n.min(16)) - 1)
+        .min(BACKOFF_MAX);
+    let millis = u64::try_from(ceiling.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_millis(rand::rng().random_range(0..millis))
+}
+
+/// Connects to `authority`: each attempt within [`CONNECT_TIMEOUT`], a refused, reset or
+/// timed-out one tried again up to [`CONNECT_RETRIES`] more times (see the module docs).
+async fn connect(authority: &str, stats: &ConnectStats) -> std::io::Result<TcpStream> {
+    let mut retries = 0;
+    loop {
+        stats.count(stats.total);
+        let error = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await
+        {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                stats.count(stats.timeout);
+                std::io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!("connect timed out after {CONNECT_TIMEOUT:?}"),
+                )
+            }
+        };
+        stats.count(stats.fail);
+        if retries == CONNECT_RETRIES || !retriable(error.kind()) {
+            return Err(error);
+        }
+        retries += 1;
+        stats.count(stats.retry);
+        tokio::time::sleep(backoff(retries)).await;
+    }
+}
+
 /// Whether response bytes arrived since the request was last written (a connection's extra).
 #[derive(Clone, Default)]
 struct Heard(Arc<AtomicBool>);
 
-/// Connects to the URI's authority over TCP (hostnames resolved by tokio).
+/// Connects to the URI's authority over TCP (hostnames resolved by tokio), with Envoy's
+/// connect timeout and retries ([`connect`]).
 #[derive(Clone)]
-pub(crate) struct Connector;
+pub(crate) struct Connector {
+    stats: Arc<ConnectStats>,
+}
 
 impl tower_service::Service<Uri> for Connector {
     type Response = TokioIo<Tracked>;
@@ -123,12 +246,13 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        let stats = self.stats.clone();
         Box::pin(async move {
             let authority = uri
                 .authority()
                 .map(|a| a.as_str().to_owned())
                 .ok_or_else(|| std::io::Error::other("the upstream URI has no authority"))?;
-            let stream = TcpStream::connect(authority).await?;
+            let stream = connect(&authority, &stats).await?;
             let _ = stream.set_nodelay(true);
             Ok(TokioIo::new(Tracked {
                 inner: stream,
@@ -200,5 +324,37 @@ impl AsyncWrite for Tracked {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_envoys_jittered_exponential_capped_at_one_second() {
+        for (n, ceiling) in [(1, 100), (2, 300), (3, 700), (4, 1000), (20, 1000)] {
+            let waits: Vec<Duration> = (0..200).map(|_| backoff(n)).collect();
+            assert!(
+                waits.iter().all(|w| *w < Duration::from_millis(ceiling)),
+                "retry {n}: {waits:?}"
+            );
+            // Jittered: not one fixed wait.
+            assert!(waits.iter().any(|w| *w != waits[0]), "retry {n}: {waits:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_connect_that_sent_nothing_is_retried() {
+        for kind in [
+            ErrorKind::ConnectionRefused,
+            ErrorKind::ConnectionReset,
+            ErrorKind::TimedOut,
+        ] {
+            assert!(retriable(kind), "{kind:?}");
+        }
+        for kind in [ErrorKind::AddrNotAvailable, ErrorKind::PermissionDenied] {
+            assert!(!retriable(kind), "{kind:?}");
+        }
     }
 }

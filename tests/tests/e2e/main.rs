@@ -18,6 +18,7 @@ mod hostile;
 mod hygiene;
 mod oci;
 mod regressions;
+mod retry;
 mod run_script;
 mod soak;
 mod util;

@@ -87,9 +87,11 @@ fn upstream_refusing_is_503_and_serving_resumes_when_it_returns() {
             let (status, body) = out.unwrap_or_else(|e| panic!("{which}: no answer: {e}"));
             assert_eq!(status, 503, "{which}: {body}");
             assert!(body.len() < 256, "{which}: {body:?}");
-            // Within a second (was `upstream_down_is_503_within_a_second`,
-            // Envoy's; `upstream_down_is_503_on_both` checked the 503).
-            assert!(took < Duration::from_secs(1), "{which}: took {took:?}");
+            // Soon (was `upstream_down_is_503_within_a_second`, Envoy's;
+            // `upstream_down_is_503_on_both` checked the 503): a refused
+            // connect is retried 3 times after jittered backoffs below 0.1,
+            // 0.3 and 0.7 s (retry::), so up to 1.1 s of waits.
+            assert!(took < Duration::from_secs(3), "{which}: took {took:?}");
         }
         // Still serving what needs no upstream.
         let resp = exchange(proxy.addr(), &bare("GET", "/status", &[]));
@@ -182,8 +184,12 @@ fn aborted_uploads_leak_nothing_and_serving_goes_on() {
         cx_total, ABORTS as u64,
         "every aborted upload was a connection"
     );
+    // 10 %: the route's retry policy (retry::) has the router keep a copy of
+    // each body (up to 1 MiB) until the response starts, which moved Envoy's
+    // allocator up by a step of 3.4 to 6.8 MiB in some runs (5 % was 4.7);
+    // over 1,600 aborts it stayed flat after the step: not a leak.
     assert!(
-        rss_end * 100 <= rss_warm * 105,
+        rss_end * 100 <= rss_warm * 110,
         "Envoy RSS grew from {rss_warm} to {rss_end} KiB over {ABORTS} aborted uploads"
     );
     assert!(fds_end <= fds_warm + 4, "fds {fds_warm} -> {fds_end}");
