@@ -2,11 +2,12 @@
 //! HS512 JSON Web Token in the `x-my-jwt` request header, strips any token a
 //! client sent, logs one line per request and answers `/status` itself.
 //!
-//! `config`, `jwt` and `status` are plain Rust and unit-test natively; the
+//! `config`, `jwt`, `policy` and `status` are plain Rust and unit-test natively; the
 //! proxy-wasm glue in `filter` is compiled for Wasm only.
 
 pub mod config;
 pub mod jwt;
+pub mod policy;
 pub mod status;
 
 #[cfg(target_arch = "wasm32")]
