@@ -228,6 +228,7 @@ impl Request {
     }
 
     /// Lets a request through as `forward` says, counting it.
+    #[inline]
     fn forward(&mut self, forward: Forward) -> Action {
         if let Some(hops) = forward.max_forwards {
             self.set_http_request_header("max-forwards", Some(&hops.to_string()));

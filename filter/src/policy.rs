@@ -116,6 +116,7 @@ impl Reply {
 
 /// The request path without its query string or fragment: only the path is
 /// ever used (matched, logged), and a query string can carry credentials.
+#[inline]
 pub fn path_only(mut path: String) -> String {
     path.truncate(path.find(['?', '#']).unwrap_or(path.len()));
     path
@@ -123,6 +124,12 @@ pub fn path_only(mut path: String) -> String {
 
 /// Decides what to do with a request. `path` is the request path without
 /// its query string ([`path_only`]).
+///
+/// This and the other functions on a signed POST's path (here and in
+/// `keys`) are `#[inline]`: the filter builds at opt-level "z", which keeps
+/// each a call otherwise (about 220 more guest instructions per POST in the
+/// profile harness, `tests/examples/filter_profile.rs`).
+#[inline]
 pub fn decide(config: &Config, method: &str, path: &str, headers: &impl Headers) -> Decision {
     if path == config.status_path {
         return status(method, headers);
@@ -231,6 +238,7 @@ fn options(max_forwards: Option<&str>) -> Hops {
 /// [`MAX_USER_LEN`] bytes is refused with `400`. A `user_header` of
 /// `max-forwards` reads the value as forwarded (`max_forwards`, when it is
 /// rewritten), as the filter always has: it rewrites that header first.
+#[inline]
 fn user(
     config: &Config,
     headers: &impl Headers,

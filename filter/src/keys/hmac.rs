@@ -34,6 +34,7 @@ impl Hs512 {
     }
 
     /// The signature of `input`: HMAC-SHA512, 64 bytes.
+    #[inline]
     pub fn sign(&self, input: &[u8]) -> [u8; 64] {
         let mut mac = self.mac.clone();
         mac.update(input);

@@ -26,6 +26,7 @@ impl SigningKey {
     /// Completes a compact JWS: signs `jws`, the signing input
     /// (`header.claims`), and appends `.` and the signature, base64url
     /// without padding.
+    #[inline]
     pub fn sign_into(&self, jws: &mut String) {
         match self {
             SigningKey::Hs512(key) => {
