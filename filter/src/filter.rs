@@ -14,9 +14,12 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
-use crate::config::{Config, MAX_USER_LEN};
+use crate::config::Config;
 use crate::jwt::{NONCE_LEN, Signer, push_u64};
-use crate::status::{Figures, wants_html};
+use crate::policy::{
+    Decision, Format, Forward, Headers, Reply, Token, decide, path_only, status_page,
+};
+use crate::status::Figures;
 
 /// Shared-data key holding the proxy's start time (u64 nanoseconds, little endian).
 pub const STARTED_AT_KEY: &str = "jwt_proxy.started_at";
@@ -27,10 +30,6 @@ pub const SIGNED_METRIC: &str = "jwt_proxy.requests_signed";
 
 /// Bytes of host randomness fetched per `random_get` call: 64 nonces.
 const RANDOM_BATCH: usize = NONCE_LEN * 64;
-
-/// The methods the proxy serves, for its own answers to `OPTIONS` and
-/// `TRACE` (SPEC section 7).
-const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
 
 /// What every request context of one VM shares.
 struct Shared {
@@ -177,16 +176,14 @@ struct Request {
 impl Context for Request {}
 
 impl Request {
-    /// Answers the status path locally.
-    fn status_reply(&self) -> Action {
-        if self.method != "GET" && self.method != "HEAD" {
-            self.send_http_response(
-                405,
-                vec![("allow", "GET, HEAD"), ("content-type", "text/plain")],
-                Some(b"method not allowed\n"),
-            );
-            return Action::Pause;
-        }
+    /// Sends a local reply; the request is never forwarded.
+    fn reply(&self, reply: Reply) -> Action {
+        self.send_http_response(reply.status, reply.headers, reply.body.as_deref());
+        Action::Pause
+    }
+
+    /// Answers the status path with the host-wide figures.
+    fn status_reply(&self, format: Format) -> Action {
         let s = &self.shared;
         let started_at_nanos = match self.get_shared_data(STARTED_AT_KEY) {
             (Some(b), _) => b.try_into().map_or(0, u64::from_le_bytes),
@@ -199,103 +196,12 @@ impl Request {
             requests_signed: hostcalls::get_metric(s.signed).unwrap_or(0),
             kid: s.config.key_id.clone(),
         };
-        let accept = self.get_http_request_header("accept");
-        let (content_type, body) = if wants_html(accept.as_deref()) {
-            ("text/html; charset=utf-8", figures.to_html())
-        } else {
-            ("application/json", figures.to_json())
-        };
-        self.send_http_response(
-            200,
-            vec![
-                ("content-type", content_type),
-                ("cache-control", "no-store"),
-            ],
-            Some(body.as_bytes()),
-        );
-        Action::Pause
+        self.reply(status_page(&figures, format))
     }
 
-    /// The proxy's own part of the method rules (SPEC section 7); `None`
-    /// lets the request go on. Every method is already read, so this costs
-    /// no hostcall except `max-forwards` on `OPTIONS`.
-    fn method_rules(&self) -> Option<Action> {
-        match self.method.as_str() {
-            // TRACE reflects the request back (cross-site tracing).
-            "TRACE" => {
-                self.send_http_response(
-                    405,
-                    vec![("allow", ALLOW), ("content-type", "text/plain")],
-                    Some(b"method not allowed\n"),
-                );
-                Some(Action::Pause)
-            }
-            "OPTIONS" => self.max_forwards(),
-            // A case variant of a signed method (`post` over HTTP/2, where
-            // no codec refuses it) would be forwarded unsigned.
-            m if !self.shared.config.signs(m)
-                && self
-                    .shared
-                    .config
-                    .sign_methods
-                    .iter()
-                    .any(|s| s.eq_ignore_ascii_case(m)) =>
-            {
-                Some(self.refuse(400, "methods are case-sensitive"))
-            }
-            _ => None,
-        }
-    }
-
-    /// RFC 2616 section 14.31: `Max-Forwards: 0` is answered here, a larger
-    /// valid value is forwarded decremented, an invalid one unchanged.
-    fn max_forwards(&self) -> Option<Action> {
-        let value = self.get_http_request_header("max-forwards")?;
-        let value = value.trim();
-        if !value.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        // Empty or beyond u64: invalid, forwarded unchanged.
-        let hops: u64 = value.parse().ok()?;
-        if hops == 0 {
-            self.send_http_response(200, vec![("allow", ALLOW)], None);
-            return Some(Action::Pause);
-        }
-        self.set_http_request_header("max-forwards", Some(&(hops - 1).to_string()));
-        None
-    }
-
-    /// Refuses the request locally: it is never forwarded.
-    fn refuse(&self, status: u32, message: &str) -> Action {
-        self.send_http_response(
-            status,
-            vec![("content-type", "text/plain")],
-            Some(format!("{message}\n").as_bytes()),
-        );
-        Action::Pause
-    }
-
-    /// The value of `payload.user` for this request.
-    fn user(&self) -> Result<String, Action> {
-        let s = &self.shared;
-        let Some(name) = &s.config.user_header else {
-            return Ok(s.config.user.clone());
-        };
-        match self.get_http_request_header_bytes(name) {
-            None => Ok(s.config.user.clone()),
-            Some(v) if v.len() > MAX_USER_LEN => Err(self.refuse(
-                400,
-                &format!("the {name} header is longer than {MAX_USER_LEN} bytes"),
-            )),
-            Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
-        }
-    }
-
-    fn sign(&mut self) -> Action {
-        let user = match self.user() {
-            Ok(user) => user,
-            Err(action) => return action,
-        };
+    /// Signs the request for `user` and sets the token header, replacing
+    /// every value the client sent (one hostcall).
+    fn sign(&mut self, user: &str) -> Action {
         let nonce = self.shared.random.borrow_mut().nonce();
         let nonce = match nonce {
             Ok(nonce) => nonce,
@@ -304,11 +210,11 @@ impl Request {
                     "no randomness for a jti ({e}); refusing {} {}",
                     self.method, self.path
                 );
-                return self.refuse(500, "could not sign the request");
+                return self.reply(Reply::sign_failed());
             }
         };
         let iat = nanos(self.started) / 1_000_000_000;
-        match self.shared.signer.sign(iat, &nonce, &user) {
+        match self.shared.signer.sign(iat, &nonce, user) {
             Ok(signed) => {
                 self.set_http_request_header(&self.shared.config.header, Some(&signed.token));
                 self.jti = Some(signed.jti);
@@ -316,9 +222,43 @@ impl Request {
             }
             Err(e) => {
                 error!("could not sign {} {}: {e}", self.method, self.path);
-                self.refuse(500, "could not sign the request")
+                self.reply(Reply::sign_failed())
             }
         }
+    }
+
+    /// Lets a request through as `forward` says, counting it.
+    #[inline]
+    fn forward(&mut self, forward: Forward) -> Action {
+        if let Some(hops) = forward.max_forwards {
+            self.set_http_request_header("max-forwards", Some(&hops.to_string()));
+        }
+        let action = match forward.token {
+            Token::Sign { user } => self.sign(&user),
+            Token::Strip => {
+                self.set_http_request_header(&self.shared.config.header, None);
+                Action::Continue
+            }
+        };
+        if let (Action::Continue, true) = (&action, forward.counted) {
+            let s = &self.shared;
+            let _ = hostcalls::increment_metric(s.processed, 1);
+            if self.jti.is_some() {
+                let _ = hostcalls::increment_metric(s.signed, 1);
+            }
+        }
+        action
+    }
+}
+
+/// The policy reads request headers straight from the host, on demand.
+impl Headers for Request {
+    fn text(&self, name: &str) -> Option<String> {
+        self.get_http_request_header(name)
+    }
+
+    fn bytes(&self, name: &str) -> Option<Vec<u8>> {
+        self.get_http_request_header_bytes(name)
     }
 }
 
@@ -326,38 +266,14 @@ impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.started = self.get_current_time();
         self.method = self.get_http_request_header(":method").unwrap_or_default();
-        // Only the path is ever used (matched, logged): a query string can
-        // carry credentials, so it is dropped here, once.
-        let mut path = self.get_http_request_header(":path").unwrap_or_default();
-        path.truncate(path.find(['?', '#']).unwrap_or(path.len()));
-        self.path = path;
+        // The query string is dropped here, once.
+        self.path = path_only(self.get_http_request_header(":path").unwrap_or_default());
 
-        if self.path == self.shared.config.status_path {
-            return self.status_reply();
+        match decide(&self.shared.config, &self.method, &self.path, &*self) {
+            Decision::Forward(forward) => self.forward(forward),
+            Decision::Status(format) => self.status_reply(format),
+            Decision::Reply(reply) => self.reply(reply),
         }
-        if let Some(action) = self.method_rules() {
-            return action;
-        }
-
-        // A client never gets its own token through: a signed request's
-        // token replaces every value the client sent (one hostcall), an
-        // unsigned request's are removed.
-        let action = if self.shared.config.signs(&self.method) {
-            self.sign()
-        } else {
-            self.set_http_request_header(&self.shared.config.header, None);
-            Action::Continue
-        };
-        // CONNECT is never proxied: Envoy's router answers it with 404.
-        if let (Action::Continue, false) = (&action, self.method == "CONNECT") {
-            let s = &self.shared;
-            // Counted as forwarded once the filter lets it through.
-            let _ = hostcalls::increment_metric(s.processed, 1);
-            if self.jti.is_some() {
-                let _ = hostcalls::increment_metric(s.signed, 1);
-            }
-        }
-        action
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

@@ -1,4 +1,5 @@
-//! HS512 JSON Web Tokens: the claims and the compact JWS the filter sends.
+//! JSON Web Tokens: the claims and the compact JWS the filter sends, signed
+//! by a [`SigningKey`] (today HS512).
 //!
 //! Pure functions of the configuration, the time and a nonce: the host's
 //! clock and random source are read by the caller and passed in, so tests pin
@@ -8,10 +9,10 @@ use std::fmt::{self, Write as _};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha512;
 
 use crate::config::Config;
+use crate::keys::SigningKey;
+use crate::keys::hmac::Hs512;
 
 /// Bytes of randomness in a `jti` (128 bits, rendered as 32 lowercase hex digits).
 pub const NONCE_LEN: usize = 16;
@@ -40,7 +41,7 @@ impl fmt::Debug for Signed {
 pub enum SignError {
     /// The clock is outside the range a calendar date can be computed for.
     TimeOutOfRange(u64),
-    /// The MAC refused the key.
+    /// The signing key was refused (HMAC accepts any length).
     InvalidKey,
     /// The claims could not be serialized.
     Claims,
@@ -65,7 +66,7 @@ impl std::error::Error for SignError {}
 pub struct Signer {
     /// `base64url(header)` followed by `.`.
     header_prefix: String,
-    mac: Hmac<Sha512>,
+    key: SigningKey,
     ttl_seconds: Option<u64>,
     /// `{` plus the `iss` and `aud` members, each followed by `,`.
     claims_prefix: String,
@@ -78,7 +79,10 @@ impl Signer {
     /// [`SignError::InvalidKey`] if the MAC refuses the key (HMAC accepts any
     /// length, so this does not happen with a validated [`Config`]).
     pub fn new(config: &Config) -> Result<Signer, SignError> {
-        let mut header = String::from(r#"{"alg":"HS512","typ":"JWT""#);
+        let key = SigningKey::Hs512(Hs512::new(&config.key).map_err(|_| SignError::InvalidKey)?);
+        let mut header = String::from(r#"{"alg":"#);
+        push_json_string(&mut header, key.alg());
+        header.push_str(r#","typ":"JWT""#);
         if let Some(kid) = &config.key_id {
             header.push_str(r#","kid":"#);
             push_json_string(&mut header, kid);
@@ -98,8 +102,7 @@ impl Signer {
         }
         Ok(Signer {
             header_prefix,
-            mac: <Hmac<Sha512> as Mac>::new_from_slice(&config.key)
-                .map_err(|_| SignError::InvalidKey)?,
+            key,
             ttl_seconds: config.ttl_seconds,
             claims_prefix,
         })
@@ -139,11 +142,7 @@ impl Signer {
         let mut token = String::with_capacity(self.header_prefix.len() + json.len() * 4 / 3 + 90);
         token.push_str(&self.header_prefix);
         URL_SAFE_NO_PAD.encode_string(json, &mut token);
-        let mut mac = self.mac.clone();
-        mac.update(token.as_bytes());
-        let signature = mac.finalize().into_bytes();
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        self.key.sign_into(&mut token);
         Ok(Signed { token, jti })
     }
 }
@@ -353,6 +352,23 @@ mod tests {
         assert_eq!(
             signed.token,
             "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9.eyJpYXQiOjE3MDAwMDAwMDAsImp0aSI6IjAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwIiwicGF5bG9hZCI6eyJ1c2VyIjoidXNlcm5hbWUiLCJkYXRlIjoiMjAyMy0xMS0xNCJ9fQ.CHiENCPqlvUMU9QW-mg0yjyDeyoHCz9fJg828vmK0TUfQF1am9zW2V3DHlOC1R_sakCM4RXe9oBW4OGh-61IRw"
+        );
+    }
+
+    #[test]
+    fn known_answer_with_a_kid_and_every_optional_claim() {
+        // Computed independently with Python's hmac, base64 and json
+        // (separators (",", ":")), the header's members in our order.
+        let c = config(
+            r#","secret_encoding":"hex","ttl_seconds":300,"issuer":"gw","audience":"api","key_id":"k1""#,
+        );
+        let signed = Signer::new(&c)
+            .unwrap()
+            .sign(1_700_000_000, &[0x0f; 16], "alice")
+            .unwrap();
+        assert_eq!(
+            signed.token,
+            "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCIsImtpZCI6ImsxIn0.eyJpc3MiOiJndyIsImF1ZCI6ImFwaSIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjoxNzAwMDAwMzAwLCJqdGkiOiIwZjBmMGYwZjBmMGYwZjBmMGYwZjBmMGYwZjBmMGYwZiIsInBheWxvYWQiOnsidXNlciI6ImFsaWNlIiwiZGF0ZSI6IjIwMjMtMTEtMTQifX0.cc0yhmnSSq2mjhocQDKP0R1znpUayCuFU0cuAJd8nZGf-FJzhMPGNPdez7tlY6sRTlZEl1vK2CYLr6s9HWEttA"
         );
     }
 

@@ -2,11 +2,14 @@
 //! HS512 JSON Web Token in the `x-my-jwt` request header, strips any token a
 //! client sent, logs one line per request and answers `/status` itself.
 //!
-//! `config`, `jwt` and `status` are plain Rust and unit-test natively; the
-//! proxy-wasm glue in `filter` is compiled for Wasm only.
+//! `config`, `jwt`, `keys`, `policy` and `status` are plain Rust and
+//! unit-test natively; the proxy-wasm glue in `filter` is compiled for Wasm
+//! only.
 
 pub mod config;
 pub mod jwt;
+pub mod keys;
+pub mod policy;
 pub mod status;
 
 #[cfg(target_arch = "wasm32")]

@@ -5,10 +5,9 @@ use std::fmt;
 
 use sha2::{Digest, Sha512};
 
-use super::{
-    ConfigError, KeySource, MIN_KEY_LEN, RawConfig, RawKey, SecretEncoding, env_name_for_logs,
-    shown,
-};
+use crate::keys::hmac;
+
+use super::{ConfigError, KeySource, RawConfig, RawKey, SecretEncoding, env_name_for_logs, shown};
 
 /// One verifying key. Its `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq)]
@@ -191,30 +190,10 @@ fn ring(
     Ok(ring)
 }
 
-/// Key text to key bytes, at least [`MIN_KEY_LEN`] of them.
+/// Key text to key bytes by the HMAC rules ([`hmac::key_bytes`]), an
+/// error naming `field`.
 fn key_bytes(field: &str, text: String, encoding: SecretEncoding) -> Result<Vec<u8>, ConfigError> {
-    if text.is_empty() {
-        return Err(ConfigError::new(field, "the key is empty"));
-    }
-    let key = match encoding {
-        SecretEncoding::Utf8 => text.into_bytes(),
-        SecretEncoding::Hex => hex::decode(text.trim()).map_err(|e| {
-            ConfigError::new(
-                field,
-                format!("not valid hex ({e}) with secret_encoding \"hex\""),
-            )
-        })?,
-    };
-    if key.len() < MIN_KEY_LEN {
-        return Err(ConfigError::new(
-            field,
-            format!(
-                "the key is {} bytes; HS512 needs at least {MIN_KEY_LEN} (RFC 7518 section 3.2)",
-                key.len()
-            ),
-        ));
-    }
-    Ok(key)
+    hmac::key_bytes(text, encoding).map_err(|reason| ConfigError::new(field, reason))
 }
 
 /// Longest `kid`: shorter than any valid key, so a key pasted as an id is

@@ -24,7 +24,7 @@ pub use keys::{MAX_KID_LEN, RingKey};
 
 /// Minimum HS512 key length in bytes (RFC 7518 section 3.2: a key of the
 /// same size as the hash output or larger).
-pub const MIN_KEY_LEN: usize = 64;
+pub use crate::keys::hmac::MIN_KEY_LEN;
 
 /// The plugin configuration as written, before validation. Its `Debug`
 /// shows `secret` as `<redacted>`.

@@ -1,0 +1,265 @@
+//! The request policy: which requests are answered here, refused, signed or
+//! forwarded unsigned (SPEC sections 2.1, 2.3 and 7), and the local replies.
+//!
+//! Pure functions from what the host told us (the method, the path, the few
+//! headers a rule needs) to a [`Decision`]; the proxy-wasm contexts read the
+//! request, apply the decision and log. Headers are asked for through
+//! [`Headers`] only when a rule needs one, so the common POST costs the same
+//! hostcalls as before. This module does not touch `proxy_wasm`.
+
+use std::borrow::Cow;
+
+use crate::config::{Config, MAX_USER_LEN};
+use crate::status::{Figures, wants_html};
+
+/// The methods the proxy serves, for its own answers to `OPTIONS` and
+/// `TRACE` (SPEC section 7).
+pub const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
+
+/// The methods the status path answers.
+pub const STATUS_ALLOW: &str = "GET, HEAD";
+
+/// The request headers a rule may need, read on demand.
+pub trait Headers {
+    /// A header's value as text, `None` when absent (the proxy-wasm SDK's
+    /// `get_http_request_header`).
+    fn text(&self, name: &str) -> Option<String>;
+    /// A header's value as bytes, `None` when absent.
+    fn bytes(&self, name: &str) -> Option<Vec<u8>>;
+}
+
+/// What to do with one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Let the request through to the upstream.
+    Forward(Forward),
+    /// Answer with the status page, in this format: the caller gathers the
+    /// figures and makes the reply with [`status_page`].
+    Status(Format),
+    /// Answer locally; the request is never forwarded.
+    Reply(Reply),
+}
+
+/// How a forwarded request leaves the filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// Whether it gets a token.
+    pub token: Token,
+    /// `Some(n)`: replace `Max-Forwards` with `n` (an `OPTIONS` that had a
+    /// valid, larger value), before the token header is set.
+    pub max_forwards: Option<u64>,
+    /// Whether it counts in `requests_processed` (and, signed, in
+    /// `requests_signed`) once it is let through. `CONNECT` does not: Envoy's
+    /// router answers it with 404.
+    pub counted: bool,
+}
+
+/// The token header of a forwarded request. Either way no client-sent
+/// token reaches the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token {
+    /// Remove every value of the token header.
+    Strip,
+    /// Sign, with `payload.user` = `user`, and replace every value of the
+    /// token header with the token.
+    Sign {
+        /// The token's `payload.user`.
+        user: String,
+    },
+}
+
+/// The status page's format, from the `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json`, the default.
+    Json,
+    /// `text/html`, when `Accept` asks for it.
+    Html,
+}
+
+/// A reply the filter sends itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u32,
+    /// Response headers.
+    pub headers: Vec<(&'static str, &'static str)>,
+    /// The body; `None` sends none.
+    pub body: Option<Cow<'static, [u8]>>,
+}
+
+impl Reply {
+    /// A plain-text refusal: `message` and a newline.
+    pub fn refuse(status: u32, message: &str) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type", "text/plain")],
+            body: Some(Cow::Owned(format!("{message}\n").into_bytes())),
+        }
+    }
+
+    /// `405` with `Allow: allow`.
+    fn method_not_allowed(allow: &'static str) -> Reply {
+        Reply {
+            status: 405,
+            headers: vec![("allow", allow), ("content-type", "text/plain")],
+            body: Some(Cow::Borrowed(b"method not allowed\n")),
+        }
+    }
+
+    /// The `500` for a request that could not be signed: it is never
+    /// forwarded unsigned.
+    pub fn sign_failed() -> Reply {
+        Reply::refuse(500, "could not sign the request")
+    }
+}
+
+/// The request path without its query string or fragment: only the path is
+/// ever used (matched, logged), and a query string can carry credentials.
+#[inline]
+pub fn path_only(mut path: String) -> String {
+    path.truncate(path.find(['?', '#']).unwrap_or(path.len()));
+    path
+}
+
+/// Decides what to do with a request. `path` is the request path without
+/// its query string ([`path_only`]).
+///
+/// This and the other functions on a signed POST's path (here and in
+/// `keys`) are `#[inline]`: the filter builds at opt-level "z", which keeps
+/// each a call otherwise (about 220 more guest instructions per POST in the
+/// profile harness, `tests/examples/filter_profile.rs`).
+#[inline]
+pub fn decide(config: &Config, method: &str, path: &str, headers: &impl Headers) -> Decision {
+    if path == config.status_path {
+        return status(method, headers);
+    }
+    let mut max_forwards = None;
+    match method {
+        // TRACE reflects the request back (cross-site tracing).
+        "TRACE" => return Decision::Reply(Reply::method_not_allowed(ALLOW)),
+        "OPTIONS" => match options(headers.text("max-forwards").as_deref()) {
+            Hops::Answer => {
+                return Decision::Reply(Reply {
+                    status: 200,
+                    headers: vec![("allow", ALLOW)],
+                    body: None,
+                });
+            }
+            Hops::Decrement(n) => max_forwards = Some(n),
+            Hops::Unchanged => {}
+        },
+        // A case variant of a signed method (`post` over HTTP/2, where no
+        // codec refuses it) would be forwarded unsigned.
+        m if !config.signs(m)
+            && config
+                .sign_methods
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(m)) =>
+        {
+            return Decision::Reply(Reply::refuse(400, "methods are case-sensitive"));
+        }
+        _ => {}
+    }
+    let token = if config.signs(method) {
+        match user(config, headers, max_forwards) {
+            Ok(user) => Token::Sign { user },
+            Err(reply) => return Decision::Reply(reply),
+        }
+    } else {
+        Token::Strip
+    };
+    Decision::Forward(Forward {
+        token,
+        max_forwards,
+        counted: method != "CONNECT",
+    })
+}
+
+/// The status path: `GET` and `HEAD` get the page, other methods `405`.
+fn status(method: &str, headers: &impl Headers) -> Decision {
+    if method != "GET" && method != "HEAD" {
+        return Decision::Reply(Reply::method_not_allowed(STATUS_ALLOW));
+    }
+    if wants_html(headers.text("accept").as_deref()) {
+        Decision::Status(Format::Html)
+    } else {
+        Decision::Status(Format::Json)
+    }
+}
+
+/// The status page with these figures (the same reply to `GET` and `HEAD`:
+/// the host drops a `HEAD` reply's body).
+pub fn status_page(figures: &Figures, format: Format) -> Reply {
+    let (content_type, body) = match format {
+        Format::Html => ("text/html; charset=utf-8", figures.to_html()),
+        Format::Json => ("application/json", figures.to_json()),
+    };
+    Reply {
+        status: 200,
+        headers: vec![
+            ("content-type", content_type),
+            ("cache-control", "no-store"),
+        ],
+        body: Some(Cow::Owned(body.into_bytes())),
+    }
+}
+
+/// What an `OPTIONS` request's `Max-Forwards` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hops {
+    /// `0`: the proxy answers.
+    Answer,
+    /// A larger valid value: forwarded, decremented to this.
+    Decrement(u64),
+    /// Absent or invalid: forwarded unchanged.
+    Unchanged,
+}
+
+/// RFC 2616 section 14.31: `Max-Forwards: 0` is answered here, a larger
+/// valid value is forwarded decremented, an invalid one unchanged.
+fn options(max_forwards: Option<&str>) -> Hops {
+    let Some(value) = max_forwards.map(str::trim) else {
+        return Hops::Unchanged;
+    };
+    if !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Hops::Unchanged;
+    }
+    // Empty or beyond u64: invalid, forwarded unchanged.
+    match value.parse::<u64>() {
+        Ok(0) => Hops::Answer,
+        Ok(hops) => Hops::Decrement(hops - 1),
+        Err(_) => Hops::Unchanged,
+    }
+}
+
+/// The value of `payload.user`: the `user_header`'s value when configured
+/// and present (not UTF-8: U+FFFD), else `user`; a value over
+/// [`MAX_USER_LEN`] bytes is refused with `400`. A `user_header` of
+/// `max-forwards` reads the value as forwarded (`max_forwards`, when it is
+/// rewritten), as the filter always has: it rewrites that header first.
+#[inline]
+fn user(
+    config: &Config,
+    headers: &impl Headers,
+    max_forwards: Option<u64>,
+) -> Result<String, Reply> {
+    let Some(name) = &config.user_header else {
+        return Ok(config.user.clone());
+    };
+    let value = match max_forwards {
+        Some(n) if name == "max-forwards" => Some(n.to_string().into_bytes()),
+        _ => headers.bytes(name),
+    };
+    match value {
+        None => Ok(config.user.clone()),
+        Some(v) if v.len() > MAX_USER_LEN => Err(Reply::refuse(
+            400,
+            &format!("the {name} header is longer than {MAX_USER_LEN} bytes"),
+        )),
+        Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
