@@ -8,6 +8,7 @@ pub(crate) mod buffers;
 pub(crate) mod callout;
 pub(crate) mod clock;
 pub(crate) mod context;
+pub(crate) mod emscripten;
 pub(crate) mod grpc;
 pub(crate) mod headers;
 pub(crate) mod log;

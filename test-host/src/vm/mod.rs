@@ -83,6 +83,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     hostcalls::shared::add_to_linker(&mut linker)?;
     hostcalls::properties::add_to_linker(&mut linker)?;
     hostcalls::context::add_to_linker(&mut linker)?;
+    hostcalls::emscripten::add_to_linker(&mut linker)?;
     hostcalls::wasi::add_to_linker(&mut linker)?;
     Ok(linker)
 }
