@@ -39,15 +39,17 @@ fn proxy_http_call(
     ) else {
         return Ok(Status::BadArgument.code());
     };
+    // Envoy takes the timeout as a signed int and refuses a negative one (more than
+    // `i32::MAX` here, e.g. SDK 0.2.5's `Duration::new(u64::MAX, 0)`); 0 is no timeout.
+    let Ok(timeout_ms) = i32::try_from(timeout_ms) else {
+        return Ok(Status::BadArgument.code());
+    };
     let plan = match caller.data_mut().plan_http_call(&cluster, &headers) {
         Ok(plan) => plan,
         Err(status) => return Ok(status.code()),
     };
-    // Envoy takes the timeout as a signed int: 0 or a negative one is no timeout.
-    let timeout = i32::try_from(timeout_ms)
-        .ok()
-        .filter(|&ms| ms > 0)
-        .map(|ms| Duration::from_millis(u64::from(ms.unsigned_abs())));
+    let timeout =
+        (timeout_ms > 0).then(|| Duration::from_millis(u64::from(timeout_ms.unsigned_abs())));
     let call = HttpCall {
         cluster: plan.cluster,
         headers,
