@@ -3,8 +3,8 @@
 //! whole response read, the result posted back to the VM's worker. What the cluster receives
 //! and what the filter reads are Envoy 1.40's, measured (`tests/tests/conformance/callout.rs`):
 //!
-//! - The cluster gets `Host` from `:authority`, the filter's headers in order,
-//!   `content-length` when there is a body, then `x-envoy-internal: true` and
+//! - The cluster gets `Host` from `:authority`, the filter's headers in order (a name given
+//!   twice twice), `content-length` when there is a body (the filter's own is dropped), then `x-envoy-internal: true` and
 //!   `x-envoy-expected-rq-timeout-ms` (the call's timeout), as Envoy's async client and router
 //!   add them.
 //! - The filter reads `:status`, the cluster's headers and `x-envoy-upstream-service-time`.
@@ -136,8 +136,11 @@ fn request(call: &HttpCall) -> Result<http::Request<Full<Bytes>>, http::Error> {
         .method(text(":method").as_str())
         .uri(uri)
         .header(http::header::HOST, text(":authority"));
+    // A name given twice goes twice (Envoy keeps each value); a body's `content-length` is
+    // the host's, replacing the filter's.
     for (name, value) in h.iter() {
-        if !name.starts_with(':') && !name.eq_ignore_ascii_case("host") {
+        let own_length = !call.body.is_empty() && name.eq_ignore_ascii_case("content-length");
+        if !name.starts_with(':') && !name.eq_ignore_ascii_case("host") && !own_length {
             builder = builder.header(name, value);
         }
     }
