@@ -16,5 +16,6 @@ mod grpc;
 mod lifecycle;
 mod properties;
 mod queue;
+mod raw;
 mod reply;
 mod wasi;
