@@ -25,6 +25,8 @@ use crate::state::headers::HeaderList;
 /// Envoy's message for a call whose cluster refused the connection (with
 /// `upstream_reset_before_response_started{...}` details appended).
 const CONNECT_FAILURE: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
+const PROTOCOL_ERROR: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: protocol error";
 
 /// One call or stream to start.
 #[derive(Debug)]
@@ -130,22 +132,14 @@ pub(crate) async fn run(
     };
     match result {
         Some(Ok(())) => {}
-        Some(Err(Failure::Connect(detail))) => {
-            if kind == Kind::Stream {
-                emit(GrpcEvent::InitialMetadata(HeaderList::new()));
-                let mut local = HeaderList::new();
-                local.add(":status", b"200");
-                local.add("content-type", b"application/grpc");
-                local.add("grpc-status", UNAVAILABLE.to_string().as_bytes());
-                local.add("grpc-message", CONNECT_FAILURE.as_bytes());
-                emit(GrpcEvent::TrailingMetadata(local));
-            }
-            emit(GrpcEvent::Close {
-                status: UNAVAILABLE,
-                message: format!(
-                    "{CONNECT_FAILURE}{{upstream_reset_before_response_started{{remote_connection_failure|{detail}}}}}"
-                ),
-            });
+        Some(Err(Failure::Connect(detail))) => reset_before_headers(
+            kind,
+            CONNECT_FAILURE,
+            &format!("remote_connection_failure|{detail}"),
+            &emit,
+        ),
+        Some(Err(Failure::Protocol)) => {
+            reset_before_headers(kind, PROTOCOL_ERROR, "protocol_error", &emit);
         }
         Some(Err(Failure::Reset(message))) => emit(GrpcEvent::Close {
             status: UNAVAILABLE,
@@ -158,9 +152,31 @@ pub(crate) async fn run(
     }
 }
 
+/// Envoy's answer to a call reset before the cluster's headers: a stream first gets empty
+/// initial metadata and Envoy's trailers-only reply (`reason` as `grpc-message`) as trailing
+/// metadata; then the close, `14` with `reason{upstream_reset_before_response_started{detail}}`.
+fn reset_before_headers(kind: Kind, reason: &str, detail: &str, emit: &impl Fn(GrpcEvent)) {
+    if kind == Kind::Stream {
+        emit(GrpcEvent::InitialMetadata(HeaderList::new()));
+        let mut local = HeaderList::new();
+        local.add(":status", b"200");
+        local.add("content-type", b"application/grpc");
+        local.add("grpc-status", UNAVAILABLE.to_string().as_bytes());
+        local.add("grpc-message", reason.as_bytes());
+        emit(GrpcEvent::TrailingMetadata(local));
+    }
+    emit(GrpcEvent::Close {
+        status: UNAVAILABLE,
+        message: format!("{reason}{{upstream_reset_before_response_started{{{detail}}}}}"),
+    });
+}
+
 enum Failure {
     /// The connection could not be made: Envoy's transport failure detail.
     Connect(String),
+    /// The request cannot be sent as HTTP/2 (a space in its service or method): Envoy's codec
+    /// resets it, and the cluster gets nothing.
+    Protocol,
     /// The exchange broke after it started.
     Reset(String),
 }
@@ -203,6 +219,8 @@ async fn exchange(
     emit: &(impl Fn(GrpcEvent) + Send),
 ) -> Result<(), Failure> {
     let started = Instant::now();
+    let (body_tx, body_rx) = mpsc::unbounded_channel::<Result<Bytes, Cancelled>>();
+    let http_req = request(&req, ChannelBody(body_rx)).ok_or(Failure::Protocol)?;
     // envoy/render.sh gives every cluster `connect_timeout: 1s`.
     let stream = tokio::time::timeout(
         Duration::from_secs(1),
@@ -216,9 +234,6 @@ async fn exchange(
             .await
             .map_err(|e| Failure::Reset(format!("{CONNECT_FAILURE}: {e}")))?;
     tokio::spawn(conn);
-    let (body_tx, body_rx) = mpsc::unbounded_channel::<Result<Bytes, Cancelled>>();
-    let http_req = request(&req, ChannelBody(body_rx))
-        .ok_or_else(|| Failure::Reset("bad request headers".to_owned()))?;
     // The filter's side: messages until it ends it (dropping the sender sends END_STREAM).
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
