@@ -13,6 +13,7 @@ mod body;
 mod callout;
 mod failure;
 mod grpc;
+mod grpc_names;
 mod lifecycle;
 mod properties;
 mod queue;
