@@ -19,7 +19,10 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::mpsc;
 
-use crate::state::grpc::{GrpcEvent, INTERNAL, Kind, Outbound, UNAVAILABLE};
+use crate::abi::Status;
+use crate::state::HostState;
+use crate::state::callout::Completion;
+use crate::state::grpc::{GrpcEvent, INTERNAL, Kind, Outbound, UNAVAILABLE, cluster_of};
 use crate::state::headers::HeaderList;
 
 /// Envoy's message for a call whose cluster refused the connection (with
@@ -43,6 +46,73 @@ pub(crate) struct GrpcRequest {
     pub(crate) timeout: Option<Duration>,
     /// A call or a stream.
     pub(crate) kind: Kind,
+}
+
+/// A call or stream as the filter asked for it (`proxy_grpc_call` / `proxy_grpc_stream`).
+pub(crate) struct GrpcStart {
+    /// The `grpc_service` argument: a cluster name or a `GrpcService` proto.
+    pub(crate) service: Vec<u8>,
+    /// `/SERVICE/METHOD`.
+    pub(crate) path: String,
+    /// The serialized metadata pairs.
+    pub(crate) metadata: Vec<u8>,
+    pub(crate) kind: Kind,
+    /// A unary call's message.
+    pub(crate) first: Option<Vec<u8>>,
+    /// A unary call's timeout.
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// Starts a call or stream for the effective context's root, as Envoy 1.40 does: an unknown
+/// cluster is `ParseFailure`, a `GrpcService` proto without one `BadArgument`
+/// ([`crate::state::grpc::cluster_of`]); metadata HTTP/2 cannot carry (a name with a space, a
+/// value with a newline) is `InternalFailure`, its token spent. `Ok` is the token; the calls
+/// belong to the root (an HTTP context ending does not cancel them).
+pub(crate) fn start(state: &mut HostState, call: GrpcStart) -> Result<u32, Status> {
+    let name = cluster_of(&call.service)?;
+    let shared = state.shared.clone();
+    let cluster = shared.clusters.get(&name).ok_or(Status::ParseFailure)?;
+    let runtime = shared.clusters.runtime().ok_or(Status::InternalFailure)?;
+    let poster = state
+        .callouts
+        .poster()
+        .cloned()
+        .ok_or(Status::InternalFailure)?;
+    // Malformed pairs read as none, as proxy-wasm-cpp-host's `toPairs` gives none.
+    let mut md = HeaderList::new();
+    for (k, v) in HeaderList::deserialize(&call.metadata)
+        .unwrap_or_default()
+        .iter()
+    {
+        md.add(&k.to_ascii_lowercase(), v);
+    }
+    let carried = md.iter().all(|(k, v)| {
+        http::HeaderName::from_bytes(k.as_bytes()).is_ok()
+            && http::HeaderValue::from_bytes(v).is_ok()
+    });
+    let request = GrpcRequest {
+        endpoint: cluster.authority.clone(),
+        cluster: name,
+        path: call.path,
+        metadata: md,
+        timeout: call.timeout,
+        kind: call.kind,
+    };
+    let token = state.grpc.next_token(call.kind);
+    if !carried {
+        // Envoy refuses to start the call (its token is spent all the same).
+        return Err(Status::InternalFailure);
+    }
+    let root = state.grpc_root();
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Some(message) = call.first {
+        let _ = tx.send(Outbound::Message(message, true));
+    }
+    let task = runtime.spawn(run(request, rx, move |event| {
+        poster.post(Completion::Grpc { token, event });
+    }));
+    state.grpc.insert(token, root, task.abort_handle(), tx);
+    Ok(token)
 }
 
 /// A request body fed by a channel of frames.
