@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http_body_util::BodyExt as _;
-use hyper::body::{Frame, Incoming};
+use http_body_util::channel::Channel;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::mpsc;
 
@@ -115,24 +116,14 @@ pub(crate) fn start(state: &mut HostState, call: GrpcStart) -> Result<u32, Statu
     Ok(token)
 }
 
-/// A request body fed by a channel of frames.
-struct ChannelBody(mpsc::UnboundedReceiver<Result<Bytes, Cancelled>>);
+/// A request body: the filter's messages, through a channel; dropping the sender ends it
+/// (END_STREAM), aborting it fails it (a reset).
+type RequestBody = Channel<Bytes, Cancelled>;
 
 /// The filter cancelled the stream: its request body fails, and hyper resets the stream.
 #[derive(Debug, thiserror::Error)]
 #[error("cancelled by the filter")]
 struct Cancelled;
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Cancelled;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Cancelled>>> {
-        self.0.poll_recv(cx).map(|f| f.map(|r| r.map(Frame::data)))
-    }
-}
 
 /// `msg` in gRPC's framing.
 fn frame(msg: &[u8]) -> Bytes {
@@ -258,7 +249,7 @@ fn connect_detail(e: &std::io::Error) -> String {
     }
 }
 
-fn request(req: &GrpcRequest, body: ChannelBody) -> Option<http::Request<ChannelBody>> {
+fn request(req: &GrpcRequest, body: RequestBody) -> Option<http::Request<RequestBody>> {
     let mut b = http::Request::builder()
         .method("POST")
         .uri(format!("http://{}{}", req.cluster, req.path))
@@ -289,8 +280,8 @@ async fn exchange(
     emit: &(impl Fn(GrpcEvent) + Send),
 ) -> Result<(), Failure> {
     let started = Instant::now();
-    let (body_tx, body_rx) = mpsc::unbounded_channel::<Result<Bytes, Cancelled>>();
-    let http_req = request(&req, ChannelBody(body_rx)).ok_or(Failure::Protocol)?;
+    let (body_tx, body) = RequestBody::new(16);
+    let http_req = request(&req, body).ok_or(Failure::Protocol)?;
     // envoy/render.sh gives every cluster `connect_timeout: 1s`.
     let stream = tokio::time::timeout(
         Duration::from_secs(1),
@@ -311,8 +302,9 @@ async fn exchange(
         while let Some(out) = outbound.recv().await {
             match out {
                 Outbound::Message(m, end) => {
-                    if let Some(tx) = &body_tx {
-                        let _ = tx.send(Ok(frame(&m)));
+                    if let Some(tx) = body_tx.as_mut() {
+                        // Fails only once the exchange is gone (then nothing is sent anyway).
+                        let _ = tx.send_data(frame(&m)).await;
                     }
                     if end {
                         body_tx = None;
@@ -327,7 +319,7 @@ async fn exchange(
                 // exchange comes first (ending the body would send END_STREAM).
                 Outbound::Cancel => {
                     if let Some(tx) = body_tx.take() {
-                        let _ = tx.send(Err(Cancelled));
+                        tx.abort(Cancelled);
                     }
                     break;
                 }
