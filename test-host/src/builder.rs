@@ -242,15 +242,29 @@ impl HostBuilder {
                 source,
             })?,
         };
+        let shared = self.shared(clusters);
+        let compiled = Arc::new(Compiled::new(&bytes, &shared)?);
+        Ok((compiled, shared))
+    }
+
+    fn shared(&self, clusters: Clusters) -> Arc<Shared> {
         let logs = LogSink::new(self.log_level, self.log_capacity, self.echo_logs);
-        let shared = Arc::new(Shared::new(
+        Arc::new(Shared::new(
             self.plugin.clone(),
             logs,
             HostClock::new(self.clock.clone()),
             clusters,
-        ));
-        let compiled = Arc::new(Compiled::new(&bytes, &shared)?);
-        Ok((compiled, shared))
+        ))
+    }
+
+    /// Every function the host links into a module (the ABI's, Emscripten's two, WASI
+    /// preview 1's), with its signature, read from the linker: what a module may import.
+    /// The wasm is not read.
+    ///
+    /// # Errors
+    /// [`Error::Link`] if the linker cannot be built (a host bug).
+    pub fn host_functions(&self) -> Result<Vec<crate::vm::HostFunction>, Error> {
+        crate::vm::host_functions(&self.shared(Clusters::default()))
     }
 
     /// Loads the plugin into one VM (on its own thread), started and configured, for driving

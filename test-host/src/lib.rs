@@ -42,4 +42,4 @@ pub use state::clock::{Clock, ManualClock};
 pub use state::headers::HeaderList;
 pub use state::log::{LogRecord, LogSource};
 pub use state::{LocalReply, Random};
-pub use vm::ABI_FUNCTIONS;
+pub use vm::HostFunction;

@@ -29,10 +29,10 @@ use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http_body_util::BodyExt as _;
+use http_body_util::channel::{Channel, Sender};
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::sync::mpsc;
 
 use crate::wait_until;
 
@@ -169,7 +169,7 @@ pub fn frame(msg: &[u8]) -> Bytes {
 }
 
 type Body = BoxBody<Bytes, Infallible>;
-type Tx = mpsc::Sender<Frame<Bytes>>;
+type Tx = Sender<Bytes, Infallible>;
 
 fn trailers(pairs: &[(&str, &str)]) -> http::HeaderMap {
     let mut map = http::HeaderMap::new();
@@ -207,10 +207,10 @@ fn handle(req: http::Request<Incoming>, calls: Calls) -> http::Response<Body> {
         });
         calls.len() - 1
     };
-    let (tx, rx) = mpsc::channel::<Frame<Bytes>>(16);
+    let (tx, answer) = Channel::<Bytes, Infallible>::new(16);
     let method = path.rsplit('/').next().unwrap_or("").to_owned();
     tokio::spawn(serve(method, body, tx, calls, index));
-    let body = ChannelBody(rx).boxed();
+    let body = answer.boxed();
     http::Response::builder()
         .status(200)
         .header("content-type", "application/grpc")
@@ -219,23 +219,9 @@ fn handle(req: http::Request<Incoming>, calls: Calls) -> http::Response<Body> {
         .unwrap()
 }
 
-/// A response body fed by a channel.
-struct ChannelBody(mpsc::Receiver<Frame<Bytes>>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|f| f.map(Ok))
-    }
-}
-
 /// Reads the request body message by message, records them, and answers
 /// as `method` does.
-async fn serve(method: String, mut body: Incoming, tx: Tx, calls: Calls, index: usize) {
+async fn serve(method: String, mut body: Incoming, mut tx: Tx, calls: Calls, index: usize) {
     let mut buf = BytesMut::new();
     let mut end = End::Eos;
     loop {

@@ -15,16 +15,22 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http_body_util::BodyExt as _;
-use hyper::body::{Frame, Incoming};
+use http_body_util::channel::Channel;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::mpsc;
 
-use crate::state::grpc::{GrpcEvent, INTERNAL, Kind, Outbound, UNAVAILABLE};
+use crate::abi::Status;
+use crate::state::HostState;
+use crate::state::callout::Completion;
+use crate::state::grpc::{GrpcEvent, INTERNAL, Kind, Outbound, UNAVAILABLE, cluster_of};
 use crate::state::headers::HeaderList;
 
 /// Envoy's message for a call whose cluster refused the connection (with
 /// `upstream_reset_before_response_started{...}` details appended).
 const CONNECT_FAILURE: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
+const PROTOCOL_ERROR: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: protocol error";
 
 /// One call or stream to start.
 #[derive(Debug)]
@@ -43,24 +49,81 @@ pub(crate) struct GrpcRequest {
     pub(crate) kind: Kind,
 }
 
-/// A request body fed by a channel of frames.
-struct ChannelBody(mpsc::UnboundedReceiver<Result<Bytes, Cancelled>>);
+/// A call or stream as the filter asked for it (`proxy_grpc_call` / `proxy_grpc_stream`).
+pub(crate) struct GrpcStart {
+    /// The `grpc_service` argument: a cluster name or a `GrpcService` proto.
+    pub(crate) service: Vec<u8>,
+    /// `/SERVICE/METHOD`.
+    pub(crate) path: String,
+    /// The serialized metadata pairs.
+    pub(crate) metadata: Vec<u8>,
+    pub(crate) kind: Kind,
+    /// A unary call's message.
+    pub(crate) first: Option<Vec<u8>>,
+    /// A unary call's timeout.
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// Starts a call or stream for the effective context's root, as Envoy 1.40 does: an unknown
+/// cluster is `ParseFailure`, a `GrpcService` proto without one `BadArgument`
+/// ([`crate::state::grpc::cluster_of`]); metadata HTTP/2 cannot carry (a name with a space, a
+/// value with a newline) is `InternalFailure`, its token spent. `Ok` is the token; the calls
+/// belong to the root (an HTTP context ending does not cancel them).
+pub(crate) fn start(state: &mut HostState, call: GrpcStart) -> Result<u32, Status> {
+    let name = cluster_of(&call.service)?;
+    let shared = state.shared.clone();
+    let cluster = shared.clusters.get(&name).ok_or(Status::ParseFailure)?;
+    let runtime = shared.clusters.runtime().ok_or(Status::InternalFailure)?;
+    let poster = state
+        .callouts
+        .poster()
+        .cloned()
+        .ok_or(Status::InternalFailure)?;
+    // Malformed pairs read as none, as proxy-wasm-cpp-host's `toPairs` gives none.
+    let mut md = HeaderList::new();
+    for (k, v) in HeaderList::deserialize(&call.metadata)
+        .unwrap_or_default()
+        .iter()
+    {
+        md.add(&k.to_ascii_lowercase(), v);
+    }
+    let carried = md.iter().all(|(k, v)| {
+        http::HeaderName::from_bytes(k.as_bytes()).is_ok()
+            && http::HeaderValue::from_bytes(v).is_ok()
+    });
+    let request = GrpcRequest {
+        endpoint: cluster.authority.clone(),
+        cluster: name,
+        path: call.path,
+        metadata: md,
+        timeout: call.timeout,
+        kind: call.kind,
+    };
+    let token = state.grpc.next_token(call.kind);
+    if !carried {
+        // Envoy refuses to start the call (its token is spent all the same).
+        return Err(Status::InternalFailure);
+    }
+    let root = state.grpc_root();
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Some(message) = call.first {
+        let _ = tx.send(Outbound::Message(message, true));
+    }
+    let task = runtime.spawn(run(request, rx, move |event| {
+        poster.post(Completion::Grpc { token, event });
+    }));
+    state.grpc.insert(token, root, task.abort_handle(), tx);
+    Ok(token)
+}
+
+/// A request body: the filter's messages, through a channel; dropping the sender ends it
+/// (END_STREAM), aborting it fails it (a reset).
+type RequestBody = Channel<Bytes, Cancelled>;
 
 /// The filter cancelled the stream: its request body fails, and hyper resets the stream.
 #[derive(Debug, thiserror::Error)]
 #[error("cancelled by the filter")]
 struct Cancelled;
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Cancelled;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Cancelled>>> {
-        self.0.poll_recv(cx).map(|f| f.map(|r| r.map(Frame::data)))
-    }
-}
 
 /// `msg` in gRPC's framing.
 fn frame(msg: &[u8]) -> Bytes {
@@ -130,22 +193,14 @@ pub(crate) async fn run(
     };
     match result {
         Some(Ok(())) => {}
-        Some(Err(Failure::Connect(detail))) => {
-            if kind == Kind::Stream {
-                emit(GrpcEvent::InitialMetadata(HeaderList::new()));
-                let mut local = HeaderList::new();
-                local.add(":status", b"200");
-                local.add("content-type", b"application/grpc");
-                local.add("grpc-status", UNAVAILABLE.to_string().as_bytes());
-                local.add("grpc-message", CONNECT_FAILURE.as_bytes());
-                emit(GrpcEvent::TrailingMetadata(local));
-            }
-            emit(GrpcEvent::Close {
-                status: UNAVAILABLE,
-                message: format!(
-                    "{CONNECT_FAILURE}{{upstream_reset_before_response_started{{remote_connection_failure|{detail}}}}}"
-                ),
-            });
+        Some(Err(Failure::Connect(detail))) => reset_before_headers(
+            kind,
+            CONNECT_FAILURE,
+            &format!("remote_connection_failure|{detail}"),
+            &emit,
+        ),
+        Some(Err(Failure::Protocol)) => {
+            reset_before_headers(kind, PROTOCOL_ERROR, "protocol_error", &emit);
         }
         Some(Err(Failure::Reset(message))) => emit(GrpcEvent::Close {
             status: UNAVAILABLE,
@@ -158,9 +213,31 @@ pub(crate) async fn run(
     }
 }
 
+/// Envoy's answer to a call reset before the cluster's headers: a stream first gets empty
+/// initial metadata and Envoy's trailers-only reply (`reason` as `grpc-message`) as trailing
+/// metadata; then the close, `14` with `reason{upstream_reset_before_response_started{detail}}`.
+fn reset_before_headers(kind: Kind, reason: &str, detail: &str, emit: &impl Fn(GrpcEvent)) {
+    if kind == Kind::Stream {
+        emit(GrpcEvent::InitialMetadata(HeaderList::new()));
+        let mut local = HeaderList::new();
+        local.add(":status", b"200");
+        local.add("content-type", b"application/grpc");
+        local.add("grpc-status", UNAVAILABLE.to_string().as_bytes());
+        local.add("grpc-message", reason.as_bytes());
+        emit(GrpcEvent::TrailingMetadata(local));
+    }
+    emit(GrpcEvent::Close {
+        status: UNAVAILABLE,
+        message: format!("{reason}{{upstream_reset_before_response_started{{{detail}}}}}"),
+    });
+}
+
 enum Failure {
     /// The connection could not be made: Envoy's transport failure detail.
     Connect(String),
+    /// The request cannot be sent as HTTP/2 (a space in its service or method): Envoy's codec
+    /// resets it, and the cluster gets nothing.
+    Protocol,
     /// The exchange broke after it started.
     Reset(String),
 }
@@ -172,7 +249,7 @@ fn connect_detail(e: &std::io::Error) -> String {
     }
 }
 
-fn request(req: &GrpcRequest, body: ChannelBody) -> Option<http::Request<ChannelBody>> {
+fn request(req: &GrpcRequest, body: RequestBody) -> Option<http::Request<RequestBody>> {
     let mut b = http::Request::builder()
         .method("POST")
         .uri(format!("http://{}{}", req.cluster, req.path))
@@ -203,6 +280,8 @@ async fn exchange(
     emit: &(impl Fn(GrpcEvent) + Send),
 ) -> Result<(), Failure> {
     let started = Instant::now();
+    let (body_tx, body) = RequestBody::new(16);
+    let http_req = request(&req, body).ok_or(Failure::Protocol)?;
     // envoy/render.sh gives every cluster `connect_timeout: 1s`.
     let stream = tokio::time::timeout(
         Duration::from_secs(1),
@@ -216,9 +295,6 @@ async fn exchange(
             .await
             .map_err(|e| Failure::Reset(format!("{CONNECT_FAILURE}: {e}")))?;
     tokio::spawn(conn);
-    let (body_tx, body_rx) = mpsc::unbounded_channel::<Result<Bytes, Cancelled>>();
-    let http_req = request(&req, ChannelBody(body_rx))
-        .ok_or_else(|| Failure::Reset("bad request headers".to_owned()))?;
     // The filter's side: messages until it ends it (dropping the sender sends END_STREAM).
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -226,8 +302,9 @@ async fn exchange(
         while let Some(out) = outbound.recv().await {
             match out {
                 Outbound::Message(m, end) => {
-                    if let Some(tx) = &body_tx {
-                        let _ = tx.send(Ok(frame(&m)));
+                    if let Some(tx) = body_tx.as_mut() {
+                        // Fails only once the exchange is gone (then nothing is sent anyway).
+                        let _ = tx.send_data(frame(&m)).await;
                     }
                     if end {
                         body_tx = None;
@@ -242,7 +319,7 @@ async fn exchange(
                 // exchange comes first (ending the body would send END_STREAM).
                 Outbound::Cancel => {
                     if let Some(tx) = body_tx.take() {
-                        let _ = tx.send(Err(Cancelled));
+                        tx.abort(Cancelled);
                     }
                     break;
                 }

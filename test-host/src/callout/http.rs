@@ -3,8 +3,8 @@
 //! whole response read, the result posted back to the VM's worker. What the cluster receives
 //! and what the filter reads are Envoy 1.40's, measured (`tests/tests/conformance/callout.rs`):
 //!
-//! - The cluster gets `Host` from `:authority`, the filter's headers in order,
-//!   `content-length` when there is a body, then `x-envoy-internal: true` and
+//! - The cluster gets `Host` from `:authority`, the filter's headers in order (a name given
+//!   twice twice), `content-length` when there is a body (the filter's own is dropped), then `x-envoy-internal: true` and
 //!   `x-envoy-expected-rq-timeout-ms` (the call's timeout), as Envoy's async client and router
 //!   add them.
 //! - The filter reads `:status`, the cluster's headers and `x-envoy-upstream-service-time`.
@@ -24,6 +24,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::task::AbortHandle;
 
+use crate::abi::Status;
+use crate::state::HostState;
 use crate::state::callout::{Completion, HttpResponse, Poster};
 use crate::state::clusters::{Cluster, Protocol};
 use crate::state::headers::HeaderList;
@@ -32,7 +34,7 @@ use crate::state::headers::HeaderList;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One callout, as the filter asked for it.
-pub(crate) struct HttpCall {
+struct HttpCall {
     pub(crate) cluster: Cluster,
     /// The filter's headers, `:method`, `:path` and `:authority` among them.
     pub(crate) headers: HeaderList,
@@ -42,9 +44,37 @@ pub(crate) struct HttpCall {
     pub(crate) timeout: Option<Duration>,
 }
 
+/// Starts a callout for the effective context, as Envoy's `httpCall`: a timeout beyond
+/// `i32::MAX` ms is `BadArgument` (Envoy reads it as a negative int; 0 is no timeout), then
+/// [`HostState::plan_http_call`]'s checks. `Ok` is the token.
+pub(crate) fn start(
+    state: &mut HostState,
+    cluster: &str,
+    headers: HeaderList,
+    body: Vec<u8>,
+    trailers: HeaderList,
+    timeout_ms: u32,
+) -> Result<u32, Status> {
+    let timeout_ms = i32::try_from(timeout_ms).map_err(|_| Status::BadArgument)?;
+    let plan = state.plan_http_call(cluster, &headers)?;
+    let timeout =
+        (timeout_ms > 0).then(|| Duration::from_millis(u64::from(timeout_ms.unsigned_abs())));
+    let call = HttpCall {
+        cluster: plan.cluster,
+        headers,
+        body,
+        trailers,
+        timeout,
+    };
+    let abort = spawn(&plan.runtime, call, plan.token, plan.poster);
+    let context = state.effective_context;
+    state.callouts.insert(plan.token, context, abort);
+    Ok(plan.token)
+}
+
 /// Starts `call` on `runtime`; its result reaches the VM through `poster` as
 /// [`Completion::Http`] with `token`. Aborting the handle cancels it (no completion).
-pub(crate) fn spawn(
+fn spawn(
     runtime: &tokio::runtime::Handle,
     call: HttpCall,
     token: u32,
@@ -136,8 +166,11 @@ fn request(call: &HttpCall) -> Result<http::Request<Full<Bytes>>, http::Error> {
         .method(text(":method").as_str())
         .uri(uri)
         .header(http::header::HOST, text(":authority"));
+    // A name given twice goes twice (Envoy keeps each value); a body's `content-length` is
+    // the host's, replacing the filter's.
     for (name, value) in h.iter() {
-        if !name.starts_with(':') && !name.eq_ignore_ascii_case("host") {
+        let own_length = !call.body.is_empty() && name.eq_ignore_ascii_case("content-length");
+        if !name.starts_with(':') && !name.eq_ignore_ascii_case("host") && !own_length {
             builder = builder.header(name, value);
         }
     }

@@ -1,17 +1,15 @@
-//! HTTP callouts: `proxy_http_call` decodes the call, checks it as Envoy does
-//! ([`crate::state::HostState::plan_http_call`]) and starts its I/O on tokio
-//! ([`crate::callout::http`]); the response is delivered later by `proxy_on_http_call_response`
+//! HTTP callouts: `proxy_http_call` decodes the call and hands it to
+//! [`crate::callout::http::start`], which checks it as Envoy does and starts its I/O on
+//! tokio; the response is delivered later by `proxy_on_http_call_response`
 //! and read, only during that callback, through map types 6 / 7 and buffer type 4 (the
 //! `headers` and `buffers` host functions).
 // The ABI fixes this function's parameters.
 #![allow(clippy::too_many_arguments)]
 
-use std::time::Duration;
-
 use wasmtime::{Caller, Linker};
 
 use crate::abi::Status;
-use crate::callout::http::{self, HttpCall};
+use crate::callout::http;
 use crate::hostcalls::memory;
 use crate::state::HostState;
 use crate::state::headers::HeaderList;
@@ -39,28 +37,20 @@ fn proxy_http_call(
     ) else {
         return Ok(Status::BadArgument.code());
     };
-    let plan = match caller.data_mut().plan_http_call(&cluster, &headers) {
-        Ok(plan) => plan,
-        Err(status) => return Ok(status.code()),
-    };
-    // Envoy takes the timeout as a signed int: 0 or a negative one is no timeout.
-    let timeout = i32::try_from(timeout_ms)
-        .ok()
-        .filter(|&ms| ms > 0)
-        .map(|ms| Duration::from_millis(u64::from(ms.unsigned_abs())));
-    let call = HttpCall {
-        cluster: plan.cluster,
+    match http::start(
+        caller.data_mut(),
+        &cluster,
         headers,
         body,
         trailers,
-        timeout,
-    };
-    memory::write_u32(&mut caller, token_ptr, plan.token)?;
-    let abort = http::spawn(&plan.runtime, call, plan.token, plan.poster);
-    let state = caller.data_mut();
-    let context = state.effective_context;
-    state.callouts.insert(plan.token, context, abort);
-    Ok(Status::Ok.code())
+        timeout_ms,
+    ) {
+        Ok(token) => {
+            memory::write_u32(&mut caller, token_ptr, token)?;
+            Ok(Status::Ok.code())
+        }
+        Err(status) => Ok(status.code()),
+    }
 }
 
 /// Adds `proxy_http_call`.

@@ -1,5 +1,6 @@
-//! HTTP stream control (local responses, continue/close), and foreign functions, which this
-//! host does not offer (they link and answer `NotFound`). HTTP callouts are in
+//! HTTP stream control (local responses, continue/close), and foreign functions (Envoy's
+//! `compress` / `uncompress`, [`crate::state::foreign`]; any other name is `NotFound`). HTTP
+//! callouts are in
 //! [`super::callout`], gRPC in [`super::grpc`].
 // The ABI fixes these functions' parameters.
 #![allow(clippy::too_many_arguments)]
@@ -8,6 +9,7 @@ use wasmtime::{Caller, Linker};
 
 use crate::abi::{Status, StreamType};
 use crate::hostcalls::memory;
+use crate::state::foreign;
 use crate::state::headers::HeaderList;
 use crate::state::{HostState, LocalReply};
 
@@ -65,17 +67,27 @@ fn proxy_call_foreign_function(
     mut caller: Caller<'_, HostState>,
     name_ptr: u32,
     name_size: u32,
-    _: u32,
-    _: u32,
-    _: u32,
-    _: u32,
+    arguments_ptr: u32,
+    arguments_size: u32,
+    results_ptr: u32,
+    results_size: u32,
 ) -> wasmtime::Result<u32> {
     let name = memory::read_string(&mut caller, name_ptr, name_size)?;
-    warn(
-        &caller,
-        &format!("foreign function \"{name}\" is not available; answering NotFound"),
-    );
-    Ok(Status::NotFound.code())
+    let arguments = memory::read(&mut caller, arguments_ptr, arguments_size)?;
+    match foreign::call(&name, &arguments) {
+        Ok(result) => {
+            memory::return_bytes(&mut caller, &result, results_ptr, results_size)?;
+            Ok(Status::Ok.code())
+        }
+        Err(Status::NotFound) => {
+            warn(
+                &caller,
+                &format!("foreign function \"{name}\" is not available; answering NotFound"),
+            );
+            Ok(Status::NotFound.code())
+        }
+        Err(status) => Ok(status.code()),
+    }
 }
 
 /// Adds local response, continue/close stream, HTTP call and foreign function functions.

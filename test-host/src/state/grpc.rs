@@ -9,7 +9,37 @@ use std::collections::HashMap;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use crate::abi::Status;
 use crate::state::headers::HeaderList;
+
+/// Envoy's `GrpcService`, of which only `envoy_grpc` is read (`timeout`, `google_grpc`, ...
+/// are skipped as unknown fields).
+#[derive(Clone, PartialEq, prost::Message)]
+struct GrpcService {
+    #[prost(message, optional, tag = "1")]
+    envoy_grpc: Option<EnvoyGrpc>,
+}
+
+/// `GrpcService.EnvoyGrpc`: the cluster (absent when not on the wire).
+#[derive(Clone, PartialEq, prost::Message)]
+struct EnvoyGrpc {
+    #[prost(string, optional, tag = "1")]
+    cluster_name: Option<String>,
+}
+
+/// The cluster a `grpc_service` argument names, as Envoy 1.40 reads it: bytes that parse as
+/// a `GrpcService` proto name its `envoy_grpc.cluster_name`; others are the name itself (what
+/// SDK 0.2.5 passes). A proto without that name (an empty argument too) is `BadArgument`
+/// (Envoy aborts on it: `unset oneof`).
+pub(crate) fn cluster_of(service: &[u8]) -> Result<String, Status> {
+    match <GrpcService as prost::Message>::decode(service) {
+        Ok(proto) => proto
+            .envoy_grpc
+            .and_then(|e| e.cluster_name)
+            .ok_or(Status::BadArgument),
+        Err(_) => Ok(String::from_utf8_lossy(service).into_owned()),
+    }
+}
 
 /// gRPC status `Unavailable`.
 pub(crate) const UNAVAILABLE: u32 = 14;
@@ -231,6 +261,18 @@ impl GrpcCalls {
     }
 }
 
+impl crate::state::HostState {
+    /// The root context that owns the gRPC calls of the effective context: itself for a
+    /// root, the current root for an HTTP context (as Envoy's `root_context()`).
+    pub(crate) fn grpc_root(&self) -> u32 {
+        if self.roots.contains(&self.effective_context) {
+            self.effective_context
+        } else {
+            self.root
+        }
+    }
+}
+
 impl Drop for GrpcCalls {
     fn drop(&mut self) {
         for p in self.pending.values() {
@@ -242,6 +284,23 @@ impl Drop for GrpcCalls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_a_cluster_and_a_proto_names_one() {
+        assert_eq!(cluster_of(b"grpc_cluster"), Ok("grpc_cluster".to_owned()));
+        assert_eq!(cluster_of(b"bogus"), Ok("bogus".to_owned()));
+        // GrpcService { envoy_grpc { cluster_name: "c1" } }
+        assert_eq!(
+            cluster_of(&[0x0a, 4, 0x0a, 2, b'c', b'1']),
+            Ok("c1".to_owned())
+        );
+        // An empty proto (Envoy: "unset oneof"), one with only a timeout, one whose
+        // envoy_grpc has no cluster; `h1` is valid wire format (an unknown field 13).
+        assert_eq!(cluster_of(b""), Err(Status::BadArgument));
+        assert_eq!(cluster_of(&[0x1a, 0]), Err(Status::BadArgument));
+        assert_eq!(cluster_of(&[0x0a, 0]), Err(Status::BadArgument));
+        assert_eq!(cluster_of(b"h1"), Err(Status::BadArgument));
+    }
 
     #[test]
     fn tokens_follow_envoys_numbering() {

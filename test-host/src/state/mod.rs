@@ -12,6 +12,7 @@
 pub(crate) mod callout;
 pub(crate) mod clock;
 pub(crate) mod clusters;
+pub(crate) mod foreign;
 pub(crate) mod grpc;
 pub(crate) mod headers;
 pub(crate) mod log;

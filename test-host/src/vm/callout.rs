@@ -1,13 +1,14 @@
-//! Delivering a finished call to the VM: `proxy_on_http_call_response` on the context that
-//! made the call, with the response readable only while it runs (as in Envoy).
+//! Delivering a finished call to the VM: `proxy_on_http_call_response` on the root context of
+//! the context that made the call (Envoy's calls belong to the root; the SDKs find the caller
+//! by token), with the response readable only while it runs (as in Envoy).
 
 use super::{Vm, len32};
 use crate::error::Error;
 use crate::state::callout::Completion;
 
 impl Vm {
-    /// Delivers `completion` to the context that made the call; one whose context is gone
-    /// (cancelled with it) is dropped.
+    /// Delivers `completion` to the root of the context that made the call; one whose context
+    /// is gone (cancelled with it) is dropped.
     ///
     /// # Errors
     /// A trap in the callback.
@@ -23,6 +24,9 @@ impl Vm {
                 if !data.roots.contains(&context) && !data.streams.contains_key(&context) {
                     return Ok(());
                 }
+                // The call belongs to the caller's root context, as in Envoy: the callback
+                // runs there and gets the root's id, whichever context dispatched it.
+                let root = data.root_of(context);
                 let response = response.unwrap_or_default();
                 let sizes = (
                     len32(response.headers.len()),
@@ -32,10 +36,10 @@ impl Vm {
                 data.callouts.current = Some(response);
                 let f = self.cb.http_call_response.clone();
                 let r = self.call(
-                    context,
+                    root,
                     "proxy_on_http_call_response",
                     &f,
-                    (context, token, sizes.0, sizes.1, sizes.2),
+                    (root, token, sizes.0, sizes.1, sizes.2),
                 );
                 let data = self.store.data_mut();
                 data.callouts.current = None;

@@ -23,47 +23,6 @@ use crate::state::{
     Direction, GuestExports, HostState, HttpStream, Phase, ROOT_ID, Shared, StreamInfo,
 };
 
-/// The `env.proxy_*` functions of ABI 0.2.1 that an SDK 0.2.5 module may import.
-pub const ABI_FUNCTIONS: &[&str] = &[
-    "proxy_log",
-    "proxy_get_log_level",
-    "proxy_get_current_time_nanoseconds",
-    "proxy_set_tick_period_milliseconds",
-    "proxy_get_buffer_bytes",
-    "proxy_set_buffer_bytes",
-    "proxy_get_header_map_pairs",
-    "proxy_set_header_map_pairs",
-    "proxy_get_header_map_value",
-    "proxy_replace_header_map_value",
-    "proxy_remove_header_map_value",
-    "proxy_add_header_map_value",
-    "proxy_get_property",
-    "proxy_set_property",
-    "proxy_get_shared_data",
-    "proxy_set_shared_data",
-    "proxy_register_shared_queue",
-    "proxy_resolve_shared_queue",
-    "proxy_dequeue_shared_queue",
-    "proxy_enqueue_shared_queue",
-    "proxy_continue_stream",
-    "proxy_close_stream",
-    "proxy_send_local_response",
-    "proxy_http_call",
-    "proxy_grpc_call",
-    "proxy_grpc_stream",
-    "proxy_grpc_send",
-    "proxy_grpc_cancel",
-    "proxy_grpc_close",
-    "proxy_get_status",
-    "proxy_set_effective_context",
-    "proxy_call_foreign_function",
-    "proxy_done",
-    "proxy_define_metric",
-    "proxy_get_metric",
-    "proxy_record_metric",
-    "proxy_increment_metric",
-];
-
 /// The one linker: every host function module, then WASI preview 1.
 mod callbacks;
 mod callout;
@@ -83,8 +42,53 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     hostcalls::shared::add_to_linker(&mut linker)?;
     hostcalls::properties::add_to_linker(&mut linker)?;
     hostcalls::context::add_to_linker(&mut linker)?;
+    hostcalls::emscripten::add_to_linker(&mut linker)?;
     hostcalls::wasi::add_to_linker(&mut linker)?;
     Ok(linker)
+}
+
+/// A function the test host links into a module: where a module imports it from, its
+/// name, and its signature (WAT's value type names, e.g. `i32`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFunction {
+    /// The import module: `env` (the ABI, Emscripten's two) or `wasi_snapshot_preview1`.
+    pub module: String,
+    /// The function's name.
+    pub name: String,
+    /// Its parameter types, in order.
+    pub params: Vec<String>,
+    /// Its result types.
+    pub results: Vec<String>,
+}
+
+/// Every function the linker offers, read from the linker itself (so no list can fall
+/// behind it).
+pub(crate) fn host_functions(shared: &Arc<Shared>) -> Result<Vec<HostFunction>, Error> {
+    let engine = Engine::default();
+    let linker = linker(&engine).map_err(|e| Error::Link(one_line(&e)))?;
+    let mut store = Store::new(
+        &engine,
+        HostState::new(hostcalls::wasi::context(shared, 0), shared.clone()),
+    );
+    let items: Vec<(String, String, wasmtime::Extern)> = linker
+        .iter(&mut store)
+        .map(|(module, name, item)| (module.to_owned(), name.to_owned(), item))
+        .collect();
+    let names = |types: &mut dyn Iterator<Item = wasmtime::ValType>| -> Vec<String> {
+        types.map(|t| t.to_string()).collect()
+    };
+    Ok(items
+        .into_iter()
+        .filter_map(|(module, name, item)| {
+            let ty = item.into_func()?.ty(&store);
+            Some(HostFunction {
+                module,
+                name,
+                params: names(&mut ty.params()),
+                results: names(&mut ty.results()),
+            })
+        })
+        .collect())
 }
 
 /// One line from a wasmtime error (traps carry multi-line backtraces).

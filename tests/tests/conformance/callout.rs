@@ -18,16 +18,16 @@ use test_host::{Action, Error, HostBuilder, LogSource};
 
 /// One request the callee received.
 #[derive(Clone, Debug)]
-struct Call {
-    method: String,
-    path: String,
+pub(crate) struct Call {
+    pub(crate) method: String,
+    pub(crate) path: String,
     /// Lowercase names, in order.
-    headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 impl Call {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -37,8 +37,8 @@ impl Call {
 
 /// A keep-alive HTTP/1.1 server that records each request and answers
 /// `200`, `x-callee: yes`, body `pong`; `/slow` answers after 3 s.
-struct Callee {
-    addr: SocketAddr,
+pub(crate) struct Callee {
+    pub(crate) addr: SocketAddr,
     /// A listener that reads each request, then closes unanswered.
     closer: SocketAddr,
     seen: Arc<Mutex<Vec<Call>>>,
@@ -46,7 +46,7 @@ struct Callee {
 }
 
 impl Callee {
-    fn start() -> Callee {
+    pub(crate) fn start() -> Callee {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -85,7 +85,7 @@ impl Callee {
         }
     }
 
-    fn seen(&self) -> Vec<Call> {
+    pub(crate) fn seen(&self) -> Vec<Call> {
         self.seen.lock().unwrap().clone()
     }
 }

@@ -6,45 +6,15 @@
 //! traps the guest (`Error::Trap`): it never panics, never loses its worker,
 //! and the next request is served.
 //!
+//! The functions and their signatures come from the host's own linker
+//! (`HostBuilder::host_functions`): every `env` function it links is covered,
+//! in turn, whatever is added later. (WASI's are wasmtime-wasi's, and some of
+//! them block or exit by design.)
+//!
 //! Case count: `HOSTCALL_CASES` (default 400); seed: `HOSTCALL_SEED`.
 
 use jwt_proxy_tests::load::env_usize;
-use test_host::{Error, HostBuilder};
-
-/// ABI 0.2.1 host functions and their parameter types (`i`: i32, `I`: i64).
-const FUNCTIONS: &[(&str, &str)] = &[
-    ("proxy_log", "iii"),
-    ("proxy_get_log_level", "i"),
-    ("proxy_get_current_time_nanoseconds", "i"),
-    ("proxy_set_tick_period_milliseconds", "i"),
-    ("proxy_get_buffer_bytes", "iiiii"),
-    ("proxy_set_buffer_bytes", "iiiii"),
-    ("proxy_get_header_map_pairs", "iii"),
-    ("proxy_set_header_map_pairs", "iii"),
-    ("proxy_get_header_map_value", "iiiii"),
-    ("proxy_replace_header_map_value", "iiiii"),
-    ("proxy_remove_header_map_value", "iii"),
-    ("proxy_add_header_map_value", "iiiii"),
-    ("proxy_get_property", "iiii"),
-    ("proxy_set_property", "iiii"),
-    ("proxy_get_shared_data", "iiiii"),
-    ("proxy_set_shared_data", "iiiii"),
-    ("proxy_register_shared_queue", "iii"),
-    ("proxy_resolve_shared_queue", "iiiii"),
-    ("proxy_dequeue_shared_queue", "iii"),
-    ("proxy_enqueue_shared_queue", "iii"),
-    ("proxy_continue_stream", "i"),
-    ("proxy_close_stream", "i"),
-    ("proxy_send_local_response", "iiiiiiii"),
-    ("proxy_http_call", "iiiiiiiiii"),
-    ("proxy_get_status", "iii"),
-    ("proxy_set_effective_context", "i"),
-    ("proxy_call_foreign_function", "iiiiii"),
-    ("proxy_define_metric", "iiii"),
-    ("proxy_get_metric", "ii"),
-    ("proxy_record_metric", "iI"),
-    ("proxy_increment_metric", "iI"),
-];
+use test_host::{Error, HostBuilder, HostFunction};
 
 /// xorshift64*: deterministic, seedable, no dependency.
 struct Rng(u64);
@@ -84,36 +54,38 @@ impl Rng {
     }
 }
 
-/// A guest that calls `name` once with `args`, over a page of `data`, and
-/// whose allocator returns `alloc`.
-fn guest(name: &str, types: &str, args: &[u64], data: &[u8], alloc: u32) -> String {
-    let params: String = types
-        .chars()
-        .map(|t| if t == 'I' { " i64" } else { " i32" })
-        .collect();
-    let call_args: String = types
-        .chars()
+/// A guest that calls `f` once with `args` (its results dropped), over a page
+/// of `data`, and whose allocator returns `alloc`.
+fn guest(f: &HostFunction, args: &[u64], data: &[u8], alloc: u32) -> String {
+    let params: String = f.params.iter().map(|t| format!(" {t}")).collect();
+    let results: String = f.results.iter().map(|t| format!(" (result {t})")).collect();
+    let call_args: String = f
+        .params
+        .iter()
         .zip(args)
         .map(|(t, a)| {
-            if t == 'I' {
+            if t == "i64" {
                 format!(" (i64.const {})", *a as i64)
             } else {
                 format!(" (i32.const {})", *a as u32 as i32)
             }
         })
         .collect();
+    let drops = "(drop)".repeat(f.results.len());
     let bytes: String = data.iter().map(|b| format!("\\{b:02x}")).collect();
     format!(
         r#"(module
-  (import "env" "{name}" (func $f (param{params}) (result i32)))
+  (import "{module}" "{name}" (func $f (param{params}){results}))
   (memory (export "memory") 1)
   (data (i32.const 0) "{bytes}")
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const {alloc}))
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
-    (drop (call $f{call_args}))
+    (call $f{call_args}) {drops}
     (i32.const 0)))"#,
+        module = f.module,
+        name = f.name,
         alloc = alloc as i32
     )
 }
@@ -123,13 +95,42 @@ fn host_functions_never_panic_on_arbitrary_pointers_and_lengths() {
     let cases = env_usize("HOSTCALL_CASES", 400);
     let seed = env_usize("HOSTCALL_SEED", 0x5eed) as u64;
     let mut rng = Rng(seed | 1);
+    let functions: Vec<HostFunction> = HostBuilder::new(Vec::new())
+        .host_functions()
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.module == "env")
+        .collect();
+    // The linker's, not a list of our own: every ABI function, gRPC's and
+    // `proxy_done` among them, and Emscripten's.
+    let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+    for name in [
+        "proxy_log",
+        "proxy_done",
+        "proxy_grpc_call",
+        "proxy_grpc_stream",
+        "proxy_grpc_send",
+        "proxy_grpc_cancel",
+        "proxy_grpc_close",
+        "proxy_call_foreign_function",
+        "pthread_equal",
+    ] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    assert!(
+        cases >= functions.len(),
+        "HOSTCALL_CASES={cases} does not reach all {} functions",
+        functions.len()
+    );
     let (mut answered, mut trapped) = (0, 0);
     for case in 0..cases {
-        let (name, types) = FUNCTIONS[case % FUNCTIONS.len()];
-        let args: Vec<u64> = types
-            .chars()
+        let f = &functions[case % functions.len()];
+        let name = &f.name;
+        let args: Vec<u64> = f
+            .params
+            .iter()
             .map(|t| {
-                if t == 'I' {
+                if t == "i64" {
                     rng.next()
                 } else {
                     u64::from(rng.arg())
@@ -138,7 +139,7 @@ fn host_functions_never_panic_on_arbitrary_pointers_and_lengths() {
             .collect();
         let data: Vec<u8> = (0..512).map(|_| rng.next() as u8).collect();
         let alloc = rng.arg();
-        let wat = guest(name, types, &args, &data, alloc);
+        let wat = guest(f, &args, &data, alloc);
         let what = format!("case {case}: {name}{args:?} alloc {alloc}");
         let plugin = HostBuilder::new(wat.into_bytes())
             .upstream("127.0.0.1:9")
@@ -166,7 +167,8 @@ fn host_functions_never_panic_on_arbitrary_pointers_and_lengths() {
         }
     }
     eprintln!(
-        "hostcalls: {cases} cases (seed {seed:#x}): {answered} answered with a status, {trapped} trapped"
+        "hostcalls: {cases} cases over {} functions (seed {seed:#x}): {answered} answered with a status, {trapped} trapped",
+        functions.len()
     );
     assert_eq!(answered + trapped, cases);
 }
