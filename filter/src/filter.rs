@@ -17,7 +17,8 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 use crate::config::Config;
 use crate::jwt::{NONCE_LEN, Signer, push_u64};
 use crate::policy::{
-    Decision, Format, Forward, Headers, Reply, Token, decide, path_only, status_page,
+    Decision, Format, Forward, Headers, Reply, Token, connection_names, decide, lossy, path_only,
+    status_page,
 };
 use crate::status::Figures;
 
@@ -253,10 +254,6 @@ impl Request {
 
 /// The policy reads request headers straight from the host, on demand.
 impl Headers for Request {
-    fn text(&self, name: &str) -> Option<String> {
-        self.get_http_request_header(name)
-    }
-
     fn bytes(&self, name: &str) -> Option<Vec<u8>> {
         self.get_http_request_header_bytes(name)
     }
@@ -265,9 +262,13 @@ impl Headers for Request {
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.started = self.get_current_time();
-        self.method = self.get_http_request_header(":method").unwrap_or_default();
+        // Every header is read as bytes: the SDK's text getters panic on a
+        // value that is not UTF-8.
+        let text = |name| lossy(self.get_http_request_header_bytes(name).unwrap_or_default());
+        let (method, path) = (text(":method"), text(":path"));
+        self.method = method;
         // The query string is dropped here, once.
-        self.path = path_only(self.get_http_request_header(":path").unwrap_or_default());
+        self.path = path_only(path);
 
         match decide(&self.shared.config, &self.method, &self.path, &*self) {
             Decision::Forward(forward) => self.forward(forward),
@@ -278,8 +279,8 @@ impl HttpContext for Request {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.status = self
-            .get_http_response_header(":status")
-            .and_then(|v| v.parse().ok());
+            .get_http_response_header_bytes(":status")
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok());
         // Hop-by-hop headers (RFC 2616 section 13.5.1): Envoy drops
         // `Connection`, `Keep-Alive`, `Proxy-Connection`, `Upgrade` and
         // `Transfer-Encoding` itself, and envoy.yaml removes `TE` and
@@ -287,13 +288,9 @@ impl HttpContext for Request {
         // keeps the headers the upstream named in `Connection`: only the
         // filter knows them, so it removes them here. The test host strips
         // the same set.
-        if let Some(connection) = self.get_http_response_header("connection") {
-            for name in connection
-                .split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-            {
-                self.set_http_response_header(&name.to_ascii_lowercase(), None);
+        if let Some(connection) = self.get_http_response_header_bytes("connection") {
+            for name in connection_names(&connection) {
+                self.set_http_response_header(&name, None);
             }
         }
         Action::Continue

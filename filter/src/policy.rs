@@ -20,10 +20,12 @@ pub const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
 pub const STATUS_ALLOW: &str = "GET, HEAD";
 
 /// The request headers a rule may need, read on demand.
+///
+/// As bytes only: a value need not be UTF-8 (both codecs pass any byte but
+/// NUL, CR and LF), and the proxy-wasm SDK's `get_http_request_header`
+/// unwraps `String::from_utf8`, which panicked the guest on such a value.
+/// Each rule decodes what it reads.
 pub trait Headers {
-    /// A header's value as text, `None` when absent (the proxy-wasm SDK's
-    /// `get_http_request_header`).
-    fn text(&self, name: &str) -> Option<String>;
     /// A header's value as bytes, `None` when absent.
     fn bytes(&self, name: &str) -> Option<Vec<u8>>;
 }
@@ -138,7 +140,7 @@ pub fn decide(config: &Config, method: &str, path: &str, headers: &impl Headers)
     match method {
         // TRACE reflects the request back (cross-site tracing).
         "TRACE" => return Decision::Reply(Reply::method_not_allowed(ALLOW)),
-        "OPTIONS" => match options(headers.text("max-forwards").as_deref()) {
+        "OPTIONS" => match options(headers.bytes("max-forwards").as_deref()) {
             Hops::Answer => {
                 return Decision::Reply(Reply {
                     status: 200,
@@ -181,7 +183,9 @@ fn status(method: &str, headers: &impl Headers) -> Decision {
     if method != "GET" && method != "HEAD" {
         return Decision::Reply(Reply::method_not_allowed(STATUS_ALLOW));
     }
-    if wants_html(headers.text("accept").as_deref()) {
+    // Not UTF-8: U+FFFD, so only a valid `text/html` item asks for HTML.
+    let accept = headers.bytes("accept");
+    if wants_html(accept.as_deref().map(String::from_utf8_lossy).as_deref()) {
         Decision::Status(Format::Html)
     } else {
         Decision::Status(Format::Json)
@@ -217,11 +221,13 @@ enum Hops {
 }
 
 /// RFC 2616 section 14.31: `Max-Forwards: 0` is answered here, a larger
-/// valid value is forwarded decremented, an invalid one unchanged.
-fn options(max_forwards: Option<&str>) -> Hops {
-    let Some(value) = max_forwards.map(str::trim) else {
+/// valid value is forwarded decremented, an invalid one (not UTF-8
+/// included) unchanged.
+fn options(max_forwards: Option<&[u8]>) -> Hops {
+    let Some(Ok(value)) = max_forwards.map(std::str::from_utf8) else {
         return Hops::Unchanged;
     };
+    let value = value.trim();
     if !value.bytes().all(|b| b.is_ascii_digit()) {
         return Hops::Unchanged;
     }
@@ -259,6 +265,23 @@ fn user(
         )),
         Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
     }
+}
+
+/// A request pseudo-header (`:method`, `:path`) read as bytes, as text:
+/// not UTF-8, U+FFFD (copies the bytes only then).
+pub fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The header names a response's `Connection` value lists (RFC 9110 section
+/// 7.6.1), lowercase, read from its bytes: a name that is not UTF-8 cannot
+/// name a header the host passed, so it is skipped.
+pub fn connection_names(connection: &[u8]) -> impl Iterator<Item = String> + '_ {
+    connection
+        .split(|&b| b == b',')
+        .filter_map(|n| std::str::from_utf8(n.trim_ascii()).ok())
+        .filter(|n| !n.is_empty())
+        .map(str::to_ascii_lowercase)
 }
 
 #[cfg(test)]

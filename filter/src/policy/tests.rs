@@ -38,13 +38,6 @@ impl Req {
 }
 
 impl Headers for Req {
-    fn text(&self, name: &str) -> Option<String> {
-        self.asked.borrow_mut().push(name.to_owned());
-        self.headers
-            .get(name)
-            .map(|v| String::from_utf8(v.clone()).unwrap())
-    }
-
     fn bytes(&self, name: &str) -> Option<Vec<u8>> {
         self.asked.borrow_mut().push(name.to_owned());
         self.headers.get(name).cloned()
@@ -195,6 +188,31 @@ fn options_max_forwards_is_decremented_when_valid() {
 }
 
 #[test]
+fn options_max_forwards_not_utf8_is_invalid_and_forwarded_unchanged() {
+    // The SDK's text getter panicked the guest on these (a 503 and a VM
+    // re-created).
+    for value in [&b"\xff"[..], b"1\xff", b"\xff0", b"0\xc3", b"\xc3\x28"] {
+        let req = Req::with(&[("max-forwards", value)]);
+        assert_eq!(
+            decide(&config(""), "OPTIONS", "/x", &req),
+            strip(),
+            "{value:?}"
+        );
+        assert_eq!(req.asked(), ["max-forwards"]);
+    }
+    // Valid UTF-8 that is not ASCII is invalid too.
+    let req = Req::with(&[("max-forwards", "\u{664}".as_bytes())]);
+    assert_eq!(decide(&config(""), "OPTIONS", "/x", &req), strip());
+}
+
+#[test]
+fn a_signed_options_with_a_max_forwards_not_utf8_signs_it_as_u_fffd() {
+    let c = config(r#","sign_methods":["OPTIONS"],"user_header":"max-forwards""#);
+    let req = Req::with(&[("max-forwards", b"1\xff")]);
+    assert_eq!(decide(&c, "OPTIONS", "/x", &req), sign("1\u{fffd}"));
+}
+
+#[test]
 fn a_signed_options_keeps_its_max_forwards_rules() {
     let c = config(r#","sign_methods":["OPTIONS"],"user_header":"max-forwards""#);
     // The user header is read after the decrement, as forwarded.
@@ -293,6 +311,49 @@ fn the_status_path_is_answered_for_get_and_head() {
             Decision::Status(Format::Json)
         );
     }
+}
+
+#[test]
+fn an_accept_not_utf8_gets_html_only_for_a_valid_text_html() {
+    // The SDK's text getter panicked the guest on these.
+    let cases: [(&[u8], Format); 5] = [
+        (b"text/\xffhtml", Format::Json),
+        (b"\xff", Format::Json),
+        (b"text/html\xff", Format::Json),
+        (b"\xff, text/html", Format::Html),
+        (b"application/json;q=\xff, text/html;q=0.5", Format::Html),
+    ];
+    for method in ["GET", "HEAD"] {
+        for (accept, format) in cases {
+            let req = Req::with(&[("accept", accept)]);
+            assert_eq!(
+                decide(&config(""), method, "/status", &req),
+                Decision::Status(format),
+                "{method} {accept:?}"
+            );
+            assert_eq!(req.asked(), ["accept"]);
+        }
+    }
+}
+
+#[test]
+fn pseudo_headers_not_utf8_become_u_fffd() {
+    assert_eq!(lossy(b"GET".to_vec()), "GET");
+    assert_eq!(lossy(b"/caf\xc3\xa9".to_vec()), "/caf\u{e9}");
+    assert_eq!(lossy(b"/a\xffb?\xfe".to_vec()), "/a\u{fffd}b?\u{fffd}");
+    assert_eq!(lossy(Vec::new()), "");
+}
+
+#[test]
+fn connection_names_are_read_from_bytes() {
+    let names = |v: &[u8]| connection_names(v).collect::<Vec<_>>();
+    assert_eq!(names(b"X-Hop, keep-alive"), ["x-hop", "keep-alive"]);
+    assert_eq!(names(b" a ,, b\t,"), ["a", "b"]);
+    assert!(names(b"").is_empty());
+    // A name that is not UTF-8 names no header the host passed: skipped,
+    // the others are still removed.
+    assert_eq!(names(b"x-hop, \xff, x-\xc3"), ["x-hop"]);
+    assert!(names(b"\xff").is_empty());
 }
 
 #[test]

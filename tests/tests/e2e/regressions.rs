@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use jwt_proxy_tests::proxy::{Limits, Setup};
+use jwt_proxy_tests::proxy::{Limits, Proxy, Setup};
 use jwt_proxy_tests::raw::{Conn, bare, exchange, post};
 use jwt_proxy_tests::scripted::{Reply, Scripted};
 use jwt_proxy_tests::{EnvoyBuilder, SECRET, Upstream, dead_addr, h2, verify};
@@ -449,4 +449,130 @@ fn regression_a_key_pasted_into_secret_env_reached_the_envoy_log() {
         .find(|l| l.contains("jwt-proxy refuses to start"))
         .unwrap_or_default();
     assert!(!log.contains(SECRET), "the key is in Envoy's log: {line}");
+}
+
+/// Asserts that `proxy` never logged a guest panic (the SDK's panic hook
+/// logs `panicked at ...` at critical) and never re-created its VM.
+fn assert_never_panicked(proxy: &Proxy, what: &str) {
+    let name = proxy.name();
+    let out = proxy.all_output();
+    let bad: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("panicked") || l.contains("[critical]"))
+        .collect();
+    assert!(bad.is_empty(), "{name}: {what}: {bad:#?}");
+    assert_eq!(
+        proxy.stat("wasm.jwt_proxy.vm_reload_success"),
+        0,
+        "{name}: {what}: the VM was re-created"
+    );
+}
+
+/// What a request with a header that is not UTF-8 must get.
+#[derive(Clone, Copy, Debug)]
+enum Want {
+    /// Forwarded (200 from the upstream) with its `Max-Forwards` unchanged.
+    Forwarded(&'static [u8]),
+    /// The status page in this content type.
+    Status(&'static str),
+}
+
+/// The filter read `Max-Forwards` (on `OPTIONS`) and `Accept` (on the
+/// status path) through the SDK's `get_http_request_header`, which unwraps
+/// `String::from_utf8`: a value with a byte that is not UTF-8 (both codecs
+/// pass it to the filter) panicked the guest. The request got 503 and, on
+/// Envoy, every request on that worker 503 until the VM was re-created
+/// (FAIL_RELOAD's backoff). Now every header is read as bytes: an invalid
+/// `Max-Forwards` is forwarded unchanged (SPEC 7), an `Accept` without a
+/// valid `text/html` gets JSON. Each request is followed by a signed POST on
+/// the same connection.
+#[test]
+fn regression_non_utf8_request_headers_panicked_the_guest() {
+    const HTML: &str = "text/html; charset=utf-8";
+    const JSON: &str = "application/json";
+    let cases: [(&str, &[u8], Want); 6] = [
+        ("OPTIONS", b"Max-Forwards: \xff", Want::Forwarded(b"\xff")),
+        ("OPTIONS", b"Max-Forwards: 1\xff", Want::Forwarded(b"1\xff")),
+        ("GET", b"Accept: text/\xffhtml", Want::Status(JSON)),
+        ("GET", b"Accept: \xff, text/html", Want::Status(HTML)),
+        ("HEAD", b"Accept: \xff", Want::Status(JSON)),
+        ("GET", b"Accept: text/html\xff", Want::Status(JSON)),
+    ];
+    let upstream = Upstream::start();
+    for proxy in Setup::new(upstream.addr()).both() {
+        let name = proxy.name();
+        for (method, line, want) in cases {
+            let what = format!("{name}: {method} {:?}", String::from_utf8_lossy(line));
+            let path = if let Want::Forwarded(_) = want {
+                "/mf"
+            } else {
+                "/status"
+            };
+            let request = with_header_line(bare(method, path, &[]), line);
+            let mut conn = Conn::connect(proxy.addr()).unwrap();
+            conn.send(&request).unwrap();
+            let before = upstream.seen().len();
+            let resp = conn
+                .read_response(method == "HEAD")
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(resp.status, 200, "{what}: {}", resp.text());
+            match want {
+                Want::Forwarded(value) => {
+                    let seen = upstream.last();
+                    assert_eq!(
+                        (seen.method.as_str(), seen.uri.as_str()),
+                        ("OPTIONS", "/mf")
+                    );
+                    let forwarded = seen.headers.get("max-forwards").map(|v| v.as_bytes());
+                    assert_eq!(forwarded, Some(value), "{what}: forwarded changed");
+                    assert!(seen.all("x-my-jwt").is_empty(), "{what}: signed");
+                }
+                Want::Status(content_type) => {
+                    assert_eq!(resp.header("content-type"), Some(content_type), "{what}");
+                    assert_eq!(upstream.seen().len(), before, "{what}: forwarded");
+                }
+            }
+            // The next request on the same connection is signed as usual.
+            conn.send(&post("/after", &[], b"{}")).unwrap();
+            let next = conn.read_response(false).unwrap();
+            assert_eq!(
+                next.status,
+                200,
+                "{what}: the next request: {}",
+                next.text()
+            );
+            let seen = upstream.last();
+            assert_eq!(seen.uri, "/after", "{what}");
+            verify(&seen.one("x-my-jwt").unwrap(), SECRET.as_bytes());
+            assert_never_panicked(&proxy, &what);
+        }
+    }
+}
+
+/// The filter read the upstream's `Connection` response header (to remove
+/// the headers it names) through the SDK's `get_http_response_header`,
+/// which panics on a value that is not UTF-8. Now it reads bytes: the valid
+/// names are still removed, a name that is not UTF-8 is skipped.
+#[test]
+fn regression_non_utf8_connection_header_from_the_upstream_panicked_the_guest() {
+    let upstream = Scripted::start(|_| {
+        Reply::Bytes(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: x-hop, \xff\r\nX-Hop: 1\r\nX-Kept: 1\r\n\r\nok",
+        )
+    });
+    for proxy in Setup::new(upstream.addr()).both() {
+        let name = proxy.name();
+        let mut conn = Conn::connect(proxy.addr()).unwrap();
+        for i in 0..2 {
+            conn.send(&post(&format!("/hop/{i}"), &[], b"{}")).unwrap();
+            let resp = conn
+                .read_response(false)
+                .unwrap_or_else(|e| panic!("{name}: response {i}: {e}"));
+            assert_eq!(resp.status, 200, "{name}: response {i}: {}", resp.text());
+            assert_eq!(resp.body, b"ok", "{name}: response {i}");
+            assert_eq!(resp.header("x-hop"), None, "{name}: response {i}");
+            assert_eq!(resp.header("x-kept"), Some("1"), "{name}: response {i}");
+        }
+        assert_never_panicked(&proxy, "a Connection value that is not UTF-8");
+    }
 }
