@@ -85,12 +85,13 @@ pub struct Scripted {
 impl Scripted {
     /// Starts one on `127.0.0.1:0` answering each request with `script(head)`.
     pub fn start(script: impl Fn(&Head) -> Reply + Send + Sync + 'static) -> Scripted {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), script)
+        Self::serving(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), script)
     }
 
-    /// The same on `addr` (e.g. a port a proxy already points at).
-    pub fn start_on(
-        addr: SocketAddr,
+    /// The same on a listener the test already holds (e.g. from
+    /// [`crate::HeldPort::listen`], so the port was never free).
+    pub fn serving(
+        listener: std::net::TcpListener,
         script: impl Fn(&Head) -> Reply + Send + Sync + 'static,
     ) -> Scripted {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -98,9 +99,11 @@ impl Scripted {
             .enable_all()
             .build()
             .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).unwrap()
+        };
         let addr = listener.local_addr().unwrap();
         let records = Records::default();
         let record = records.clone();

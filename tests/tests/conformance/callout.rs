@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use jwt_proxy_tests::proxy::{Proxy, Setup};
 use jwt_proxy_tests::raw::exchange;
-use jwt_proxy_tests::{Upstream, dead_addr, wait_until, wasm};
+use jwt_proxy_tests::{HeldPort, Upstream, wait_until, wasm};
 use test_host::{Action, Error, HostBuilder, LogSource};
 
 /// One request the callee received.
@@ -41,6 +41,8 @@ struct Callee {
     addr: SocketAddr,
     /// A listener that reads each request, then closes unanswered.
     closer: SocketAddr,
+    /// The `dead` cluster: a port held bound and not listening.
+    dead: HeldPort,
     seen: Arc<Mutex<Vec<Call>>>,
     stop: Arc<AtomicBool>,
 }
@@ -80,6 +82,7 @@ impl Callee {
         Callee {
             addr,
             closer: closer_addr,
+            dead: HeldPort::new(),
             seen,
             stop,
         }
@@ -159,7 +162,7 @@ fn setup(upstream: &Upstream, callee: &Callee, config: &str) -> Setup {
         config: config.to_owned(),
         clusters: vec![
             ("callee".to_owned(), callee.addr.to_string()),
-            ("dead".to_owned(), dead_addr().to_string()),
+            ("dead".to_owned(), callee.dead.addr().to_string()),
             ("reset".to_owned(), callee.closer.to_string()),
         ],
         ..Setup::new(upstream.addr())

@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use jwt_proxy_tests::grpc::{End, GrpcServer, Received};
 use jwt_proxy_tests::proxy::{Proxy, Setup};
-use jwt_proxy_tests::{Upstream, dead_addr, raw, wasm};
+use jwt_proxy_tests::{HeldPort, Upstream, raw, wasm};
 
 const DEAD: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
 
 struct World {
     _upstream: Upstream,
+    _refusing: HeldPort,
     server: GrpcServer,
     setup: Setup,
 }
@@ -28,15 +29,17 @@ struct World {
 fn world() -> World {
     let upstream = Upstream::start();
     let server = GrpcServer::start();
+    let refusing = HeldPort::new();
     let mut setup = Setup::new(upstream.addr());
     setup.wasm = wasm("conf_grpc");
     setup.config = "{}".into();
     setup.clusters = vec![
         ("grpc".into(), format!("h2c://{}", server.addr())),
-        ("dead".into(), format!("h2c://{}", dead_addr())),
+        ("dead".into(), format!("h2c://{}", refusing.addr())),
     ];
     World {
         _upstream: upstream,
+        _refusing: refusing,
         server,
         setup,
     }

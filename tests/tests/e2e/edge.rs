@@ -67,8 +67,8 @@ fn upgrade_h2c_is_ignored_and_served_over_http11() {
             "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA",
         ],
     );
-    for (name, resp, seen) in seen_through_both(&Setup::new(jwt_proxy_tests::dead_addr()), &request)
-    {
+    let refusing = jwt_proxy_tests::HeldPort::new();
+    for (name, resp, seen) in seen_through_both(&Setup::new(refusing.addr()), &request) {
         assert_eq!(resp.version, "HTTP/1.1", "{name}");
         assert!(seen.all("upgrade").is_empty(), "{name}");
         assert!(seen.all("http2-settings").is_empty(), "{name}");
