@@ -1,7 +1,8 @@
 //! The scriptable upstream: an HTTP/1.1 server whose answer to each request
 //! is chosen by a script from the request head: echo it, send fixed bytes,
-//! stall, reset, or send part of a response and stop. Records every request
-//! head, as soon as it is read and again with its body. In-process on a
+//! stall, reset, send part of a response and stop, or hold the answer until
+//! the test releases it. Records every request head, as soon as it is read
+//! and again with its body, and counts the connections accepted. In-process on a
 //! runtime of its own (so tests can use blocking clients), on `127.0.0.1`,
 //! stopped on drop.
 //!
@@ -25,9 +26,11 @@ pub struct Head {
     pub method: String,
     /// Request target, query included.
     pub path: String,
+    /// The minor HTTP version: `HTTP/1.<version>`.
+    pub version: u8,
     /// Header lines as received, in order.
     pub headers: Vec<(String, String)>,
-    /// The body (`Content-Length` framing only).
+    /// The body (`Content-Length` or chunked framing; trailers dropped).
     pub body: Vec<u8>,
 }
 
@@ -39,6 +42,13 @@ impl Head {
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
             .collect()
+    }
+
+    /// The one value of header `name`, if any.
+    pub fn one(&self, name: &str) -> Option<String> {
+        let all = self.all(name);
+        assert!(all.len() <= 1, "{name} arrived {} times", all.len());
+        all.into_iter().next()
     }
 
     /// The target without its query.
@@ -62,6 +72,9 @@ pub enum Reply {
     Reset,
     /// These bytes, 50 ms, then reset the connection.
     ResetAfter(&'static [u8]),
+    /// Hold the answer until [`Scripted::release`], then send these bytes;
+    /// the connection stays open.
+    Held(&'static [u8]),
     /// `first`, a pause, then `rest`; the connection stays open.
     Slow {
         /// Sent at once.
@@ -79,6 +92,7 @@ type Script = dyn Fn(&Head) -> Reply + Send + Sync;
 pub struct Scripted {
     addr: SocketAddr,
     records: Records,
+    release: tokio::sync::watch::Sender<bool>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -108,14 +122,22 @@ impl Scripted {
         let records = Records::default();
         let record = records.clone();
         let script: Arc<Script> = Arc::new(script);
+        let (release, released) = tokio::sync::watch::channel(false);
         runtime.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&script), record.clone()));
+                *record.connections.lock().unwrap() += 1;
+                let on = Served {
+                    script: Arc::clone(&script),
+                    record: record.clone(),
+                    released: released.clone(),
+                };
+                tokio::spawn(serve(stream, on));
             }
         });
         Scripted {
             addr,
             records,
+            release,
             runtime: Some(runtime),
         }
     }
@@ -140,9 +162,24 @@ impl Scripted {
         self.records.seen.lock().unwrap().clone()
     }
 
+    /// The last request received.
+    pub fn last(&self) -> Head {
+        self.seen().pop().expect("nothing reached the upstream")
+    }
+
     /// Every request head received so far, recorded before its body was read (`body` empty).
     pub fn arrived(&self) -> Vec<Head> {
         self.records.arrived.lock().unwrap().clone()
+    }
+
+    /// How many connections it has accepted.
+    pub fn connections(&self) -> usize {
+        *self.records.connections.lock().unwrap()
+    }
+
+    /// Sends every [`Reply::Held`] answer, those waiting and those to come.
+    pub fn release(&self) {
+        self.release.send_replace(true);
     }
 }
 
@@ -159,6 +196,14 @@ impl Drop for Scripted {
 struct Records {
     seen: Arc<Mutex<Vec<Head>>>,
     arrived: Arc<Mutex<Vec<Head>>>,
+    connections: Arc<Mutex<usize>>,
+}
+
+/// What each connection's task shares with the server.
+struct Served {
+    script: Arc<Script>,
+    record: Records,
+    released: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Reads one request (head and `Content-Length` body) from `stream`, with
@@ -187,6 +232,7 @@ async fn read_request(
             let head = Head {
                 method: req.method.unwrap_or("").to_owned(),
                 path: req.path.unwrap_or("").to_owned(),
+                version: req.version.unwrap_or(1),
                 headers,
                 body: Vec::new(),
             };
@@ -203,18 +249,78 @@ async fn read_request(
         }
     };
     arrived.lock().unwrap().push(head.clone());
-    while buf.len() < head_len + body_len {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+    buf.drain(..head_len);
+    let chunked = head
+        .all("transfer-encoding")
+        .iter()
+        .any(|v| v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        head.body = read_chunked(stream, buf).await?;
+        return Some(head);
+    }
+    while buf.len() < body_len {
+        if !read_more(stream, buf).await {
+            return None;
         }
     }
-    head.body = buf[head_len..head_len + body_len].to_vec();
-    buf.drain(..head_len + body_len);
+    head.body = buf.drain(..body_len).collect();
     Some(head)
 }
 
-async fn serve(mut stream: TcpStream, script: Arc<Script>, record: Records) {
+/// Reads more of `stream` into `buf`; false at its end or on an error.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 8192];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+/// Reads a chunked body (from `buf`, then `stream`), trailers skipped.
+async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let (used, size) = loop {
+            match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, size))) => break (used, size as usize),
+                Ok(httparse::Status::Partial) if read_more(stream, buf).await => {}
+                _ => return None,
+            }
+        };
+        if size == 0 {
+            buf.drain(..used);
+            // Trailers (none or some), up to the empty line.
+            loop {
+                if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+                    let line_empty = end == 0;
+                    buf.drain(..end + 2);
+                    if line_empty {
+                        return Some(body);
+                    }
+                } else if !read_more(stream, buf).await {
+                    return None;
+                }
+            }
+        }
+        while buf.len() < used + size + 2 {
+            if !read_more(stream, buf).await {
+                return None;
+            }
+        }
+        body.extend_from_slice(&buf[used..used + size]);
+        buf.drain(..used + size + 2);
+    }
+}
+
+async fn serve(mut stream: TcpStream, on: Served) {
+    let Served {
+        script,
+        record,
+        mut released,
+    } = on;
     let mut buf = Vec::new();
     let reset = |s: TcpStream| {
         let _ = s.set_zero_linger();
@@ -248,12 +354,19 @@ async fn serve(mut stream: TcpStream, script: Arc<Script>, record: Records) {
             Reply::ResetAfter(bytes) => {
                 let _ = stream.write_all(bytes).await;
                 let _ = stream.flush().await;
+                // Holds the connection a moment so the bytes reach the proxy
+                // before the reset (not a wait for an event).
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 return reset(stream);
+            }
+            Reply::Held(bytes) => {
+                let _ = released.wait_for(|open| *open).await;
+                stream.write_all(bytes).await
             }
             Reply::Slow { first, pause, rest } => {
                 let _ = stream.write_all(first).await;
                 let _ = stream.flush().await;
+                // Paces the answer: the pause is the behaviour scripted.
                 tokio::time::sleep(pause).await;
                 stream.write_all(rest).await
             }
