@@ -75,13 +75,12 @@ pub enum Reply {
     /// Hold the answer until [`Scripted::release`], then send these bytes;
     /// the connection stays open.
     Held(&'static [u8]),
-    /// `first`, a pause, then `rest`; the connection stays open.
-    Slow {
+    /// `first` at once, `rest` once [`Scripted::release`] is called; the
+    /// connection stays open.
+    Part {
         /// Sent at once.
         first: &'static [u8],
-        /// How long to wait before `rest`.
-        pause: Duration,
-        /// Sent after the pause.
+        /// Sent once released.
         rest: &'static [u8],
     },
 }
@@ -363,11 +362,10 @@ async fn serve(mut stream: TcpStream, on: Served) {
                 let _ = released.wait_for(|open| *open).await;
                 stream.write_all(bytes).await
             }
-            Reply::Slow { first, pause, rest } => {
+            Reply::Part { first, rest } => {
                 let _ = stream.write_all(first).await;
                 let _ = stream.flush().await;
-                // Paces the answer: the pause is the behaviour scripted.
-                tokio::time::sleep(pause).await;
+                let _ = released.wait_for(|open| *open).await;
                 stream.write_all(rest).await
             }
         };
