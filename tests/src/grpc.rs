@@ -137,11 +137,11 @@ impl GrpcServer {
         self.calls.lock().unwrap().clone()
     }
 
-    /// Waits (at most 5 s) until `n` calls arrived and the `n`-th one's
+    /// Waits (at most 10 s) until `n` calls arrived and the `n`-th one's
     /// client side ended, and returns them all.
     pub fn wait_for_ended(&self, n: usize) -> Vec<Received> {
         wait_until(
-            Duration::from_secs(5),
+            Duration::from_secs(10),
             format!("{n} ended gRPC calls; have {:?}", self.calls()),
             || {
                 let calls = self.calls();
@@ -276,6 +276,8 @@ async fn serve(method: String, mut body: Incoming, tx: Tx, calls: Calls, index: 
             ok("unary")
         }
         "Slow" => {
+            // Answers late on purpose (the behaviour scripted: a timeout or
+            // a cancel comes first), not a wait for an event.
             tokio::time::sleep(Duration::from_secs(3)).await;
             let _ = tx.send(Frame::data(frame(&request))).await;
             ok("slow")

@@ -293,7 +293,7 @@ fn a_request_that_ends_before_its_callout_cancels_it_without_a_callback() {
         assert_eq!(r.status, 200, "{who}");
         assert_eq!(r.header("x-callout"), None, "{who}");
         proxy.wait_for_lines("call early: ok token=4", 1);
-        wait_until(Duration::from_secs(5), "the callee got the call", || {
+        wait_until(Duration::from_secs(10), "the callee got the call", || {
             callee
                 .seen()
                 .iter()
@@ -328,7 +328,7 @@ fn a_callout_from_the_root_context_is_delivered_to_the_root() {
         );
         // One call per ticking root context, as many on both hosts; each
         // reached the callee.
-        let ticks = wait_until(Duration::from_secs(5), "a /tick per tick call", || {
+        let ticks = wait_until(Duration::from_secs(10), "a /tick per tick call", || {
             let calls = proxy
                 .filter_log()
                 .iter()

@@ -321,6 +321,7 @@ fn regression_slow_client_trickling_a_head_held_the_connection() {
             if conn.send(line.as_bytes()).is_err() {
                 break;
             }
+            // Paces the slow client's header lines (not a wait for an event).
             std::thread::sleep(Duration::from_millis(300));
             if started.elapsed() > Duration::from_millis(1500) {
                 answer = conn.read_response(false).ok();
