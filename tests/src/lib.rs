@@ -233,6 +233,7 @@ pub fn wait_until<T>(
             return v;
         }
         assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
+        // The wait helper's poll interval.
         std::thread::sleep(Duration::from_millis(20));
     }
 }
