@@ -91,7 +91,8 @@ type Script = dyn Fn(&Head) -> Reply + Send + Sync;
 pub struct Scripted {
     addr: SocketAddr,
     records: Records,
-    release: tokio::sync::watch::Sender<bool>,
+    /// How many times [`Scripted::release`] was called.
+    release: tokio::sync::watch::Sender<u64>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -121,7 +122,7 @@ impl Scripted {
         let records = Records::default();
         let record = records.clone();
         let script: Arc<Script> = Arc::new(script);
-        let (release, released) = tokio::sync::watch::channel(false);
+        let (release, released) = tokio::sync::watch::channel(0);
         runtime.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 *record.connections.lock().unwrap() += 1;
@@ -176,9 +177,10 @@ impl Scripted {
         *self.records.connections.lock().unwrap()
     }
 
-    /// Sends every [`Reply::Held`] answer, those waiting and those to come.
+    /// Sends the held answers ([`Reply::Held`], [`Reply::Part`]) of the
+    /// requests read so far; later ones wait for the next release.
     pub fn release(&self) {
-        self.release.send_replace(true);
+        self.release.send_modify(|n| *n += 1);
     }
 }
 
@@ -202,7 +204,7 @@ struct Records {
 struct Served {
     script: Arc<Script>,
     record: Records,
-    released: tokio::sync::watch::Receiver<bool>,
+    released: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Reads one request (head and `Content-Length` body) from `stream`, with
@@ -325,7 +327,12 @@ async fn serve(mut stream: TcpStream, on: Served) {
         let _ = s.set_zero_linger();
         drop(s);
     };
-    while let Some(head) = read_request(&mut stream, &mut buf, &record.arrived).await {
+    loop {
+        // Releases before the request is recorded do not count for it.
+        let held = *released.borrow();
+        let Some(head) = read_request(&mut stream, &mut buf, &record.arrived).await else {
+            return;
+        };
         let reply = script(&head);
         record.seen.lock().unwrap().push(head.clone());
         let sent = match reply {
@@ -359,13 +366,13 @@ async fn serve(mut stream: TcpStream, on: Served) {
                 return reset(stream);
             }
             Reply::Held(bytes) => {
-                let _ = released.wait_for(|open| *open).await;
+                let _ = released.wait_for(|n| *n > held).await;
                 stream.write_all(bytes).await
             }
             Reply::Part { first, rest } => {
                 let _ = stream.write_all(first).await;
                 let _ = stream.flush().await;
-                let _ = released.wait_for(|open| *open).await;
+                let _ = released.wait_for(|n| *n > held).await;
                 stream.write_all(rest).await
             }
         };
