@@ -1,6 +1,7 @@
 //! A gRPC test server over cleartext HTTP/2 (h2c, what Envoy's gRPC client
 //! speaks to a cluster with HTTP/2 prior knowledge), for the gRPC
-//! conformance tests. Messages are raw bytes in gRPC's framing (a 5-byte
+//! conformance tests; kept apart from the scripted upstream, which speaks
+//! HTTP/1.1 only. Messages are raw bytes in gRPC's framing (a 5-byte
 //! prefix: flag 0, big-endian length); no protobuf. Methods, all under
 //! `/test.Echo/`:
 //!

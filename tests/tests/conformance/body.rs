@@ -458,9 +458,20 @@ fn a_body_that_arrives_while_the_headers_are_paused_is_one_call() {
         let l = lines_of(
             &proxy,
             || {
+                let resumes = || {
+                    proxy
+                        .filter_log()
+                        .iter()
+                        .filter(|l| l.contains("resume"))
+                        .count()
+                };
+                let before = resumes();
                 let mut conn = raw::Conn::connect(proxy.addr()).unwrap();
                 conn.send(head).unwrap();
-                std::thread::sleep(Duration::from_millis(500));
+                // The rest once the filter has resumed the request.
+                wait_until(Duration::from_secs(10), "the resume", || {
+                    (resumes() > before).then_some(())
+                });
                 conn.send(b"4\r\ndefg\r\n0\r\n\r\n").unwrap();
                 assert_eq!(conn.read_response(false).unwrap().text(), "abcdefg");
             },
@@ -503,6 +514,10 @@ impl Wire {
     }
 }
 
+/// The raw-wire upstream, kept apart from the scripted one because it records
+/// what that one's parser rejects: a spilled body read as a request line, and
+/// the connection each request came on.
+///
 /// An HTTP/1.1 upstream that parses requests strictly by their framing
 /// (`content-length` or chunked) and answers each `200` with `pong`
 /// (`content-length: 4`; chunked with a trailer `x-up` for a path with
@@ -651,6 +666,9 @@ fn raw_bytes(addr: SocketAddr, requests: &[&[u8]], wait: Duration) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).unwrap();
     for r in requests {
         stream.write_all(r).unwrap();
+        // Paces the requests (not a wait for an event); the reads below
+        // take every byte within `wait`: a response with a stale length
+        // never ends, which shows only by the bytes that follow it.
         std::thread::sleep(Duration::from_millis(150));
     }
     stream
