@@ -338,10 +338,10 @@ impl Envoy {
             .collect()
     }
 
-    /// Waits (at most 5 s) until a filter log line contains `needle`.
+    /// Waits (at most 10 s) until a filter log line contains `needle`.
     pub fn wait_for_log(&self, needle: &str) -> String {
         wait_until(
-            Duration::from_secs(5),
+            Duration::from_secs(10),
             format_args!("a filter log line with {needle:?}"),
             || self.filter_log().into_iter().find(|l| l.contains(needle)),
         )

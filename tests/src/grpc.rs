@@ -1,6 +1,7 @@
 //! A gRPC test server over cleartext HTTP/2 (h2c, what Envoy's gRPC client
 //! speaks to a cluster with HTTP/2 prior knowledge), for the gRPC
-//! conformance tests. Messages are raw bytes in gRPC's framing (a 5-byte
+//! conformance tests; kept apart from the scripted upstream, which speaks
+//! HTTP/1.1 only. Messages are raw bytes in gRPC's framing (a 5-byte
 //! prefix: flag 0, big-endian length); no protobuf. Methods, all under
 //! `/test.Echo/`:
 //!
@@ -137,11 +138,11 @@ impl GrpcServer {
         self.calls.lock().unwrap().clone()
     }
 
-    /// Waits (at most 5 s) until `n` calls arrived and the `n`-th one's
+    /// Waits (at most 10 s) until `n` calls arrived and the `n`-th one's
     /// client side ended, and returns them all.
     pub fn wait_for_ended(&self, n: usize) -> Vec<Received> {
         wait_until(
-            Duration::from_secs(5),
+            Duration::from_secs(10),
             format!("{n} ended gRPC calls; have {:?}", self.calls()),
             || {
                 let calls = self.calls();
@@ -262,6 +263,8 @@ async fn serve(method: String, mut body: Incoming, mut tx: Tx, calls: Calls, ind
             ok("unary")
         }
         "Slow" => {
+            // Answers late on purpose (the behaviour scripted: a timeout or
+            // a cancel comes first), not a wait for an event.
             tokio::time::sleep(Duration::from_secs(3)).await;
             let _ = tx.send(Frame::data(frame(&request))).await;
             ok("slow")

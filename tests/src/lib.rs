@@ -164,12 +164,6 @@ impl Drop for Upstream {
     }
 }
 
-/// A loopback address nothing listens on (bound, then released).
-pub fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 /// A loopback port held by a socket that is bound but not listening: a
 /// connect to it is refused (reset) for as long as the value lives, and no
 /// other process can take the port meanwhile. [`HeldPort::listen`] turns the
@@ -239,6 +233,7 @@ pub fn wait_until<T>(
             return v;
         }
         assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
+        // The wait helper's poll interval.
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -301,10 +301,10 @@ impl Proxy {
         }
     }
 
-    /// Waits (at most 5 s) until `n` filter log lines contain `needle`.
+    /// Waits (at most 10 s) until `n` filter log lines contain `needle`.
     pub fn wait_for_lines(&self, needle: &str, n: usize) -> Vec<String> {
         let what = LogDump(self, format!("{n} log lines with {needle:?}"));
-        wait_until(Duration::from_secs(5), what, || {
+        wait_until(Duration::from_secs(10), what, || {
             let lines: Vec<String> = self
                 .filter_log()
                 .into_iter()

@@ -79,6 +79,23 @@ impl Conn {
         Ok(n)
     }
 
+    /// Waits until the bytes received so far end with `tail` (kept for
+    /// [`Conn::read_response`]): that much of a response has arrived.
+    ///
+    /// # Errors
+    /// When the connection closes or times out first.
+    pub fn received(&mut self, tail: &[u8]) -> std::io::Result<()> {
+        while !self.buf.ends_with(tail) {
+            if self.fill()? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads one response (`head`: it answers a HEAD request, so no body).
     ///
     /// # Errors

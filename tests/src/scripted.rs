@@ -1,7 +1,8 @@
 //! The scriptable upstream: an HTTP/1.1 server whose answer to each request
 //! is chosen by a script from the request head: echo it, send fixed bytes,
-//! stall, reset, or send part of a response and stop. Records every request
-//! head, as soon as it is read and again with its body. In-process on a
+//! stall, reset, send part of a response and stop, or hold the answer until
+//! the test releases it. Records every request head, as soon as it is read
+//! and again with its body, and counts the connections accepted. In-process on a
 //! runtime of its own (so tests can use blocking clients), on `127.0.0.1`,
 //! stopped on drop.
 //!
@@ -25,9 +26,11 @@ pub struct Head {
     pub method: String,
     /// Request target, query included.
     pub path: String,
+    /// The minor HTTP version: `HTTP/1.<version>`.
+    pub version: u8,
     /// Header lines as received, in order.
     pub headers: Vec<(String, String)>,
-    /// The body (`Content-Length` framing only).
+    /// The body (`Content-Length` or chunked framing; trailers dropped).
     pub body: Vec<u8>,
 }
 
@@ -39,6 +42,13 @@ impl Head {
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
             .collect()
+    }
+
+    /// The one value of header `name`, if any.
+    pub fn one(&self, name: &str) -> Option<String> {
+        let all = self.all(name);
+        assert!(all.len() <= 1, "{name} arrived {} times", all.len());
+        all.into_iter().next()
     }
 
     /// The target without its query.
@@ -62,13 +72,15 @@ pub enum Reply {
     Reset,
     /// These bytes, 50 ms, then reset the connection.
     ResetAfter(&'static [u8]),
-    /// `first`, a pause, then `rest`; the connection stays open.
-    Slow {
+    /// Hold the answer until [`Scripted::release`], then send these bytes;
+    /// the connection stays open.
+    Held(&'static [u8]),
+    /// `first` at once, `rest` once [`Scripted::release`] is called; the
+    /// connection stays open.
+    Part {
         /// Sent at once.
         first: &'static [u8],
-        /// How long to wait before `rest`.
-        pause: Duration,
-        /// Sent after the pause.
+        /// Sent once released.
         rest: &'static [u8],
     },
 }
@@ -79,30 +91,21 @@ type Script = dyn Fn(&Head) -> Reply + Send + Sync;
 pub struct Scripted {
     addr: SocketAddr,
     records: Records,
+    /// How many times [`Scripted::release`] was called.
+    release: tokio::sync::watch::Sender<u64>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Scripted {
     /// Starts one on `127.0.0.1:0` answering each request with `script(head)`.
     pub fn start(script: impl Fn(&Head) -> Reply + Send + Sync + 'static) -> Scripted {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), script)
+        Self::serving(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), script)
     }
 
-    /// The same on `addr` (e.g. a port a proxy already points at).
-    pub fn start_on(
-        addr: SocketAddr,
-        script: impl Fn(&Head) -> Reply + Send + Sync + 'static,
-    ) -> Scripted {
-        let listener = std::net::TcpListener::bind(addr).unwrap();
-        Self::serving(listener, Duration::ZERO, script)
-    }
-
-    /// The same on a listener the caller made (e.g. [`crate::HeldPort::listen`], with the
-    /// accept queue it chose), accepting at most one connection per `accept_pace` (zero: as
-    /// fast as they come), so a burst can overflow a short accept queue.
+    /// The same on a listener the test already holds (e.g. from
+    /// [`crate::HeldPort::listen`], so the port was never free).
     pub fn serving(
         listener: std::net::TcpListener,
-        accept_pace: Duration,
         script: impl Fn(&Head) -> Reply + Send + Sync + 'static,
     ) -> Scripted {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -119,18 +122,22 @@ impl Scripted {
         let records = Records::default();
         let record = records.clone();
         let script: Arc<Script> = Arc::new(script);
+        let (release, released) = tokio::sync::watch::channel(0);
         runtime.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&script), record.clone()));
-                if !accept_pace.is_zero() {
-                    // Paces the accepts (a slow server), by design.
-                    tokio::time::sleep(accept_pace).await;
-                }
+                *record.connections.lock().unwrap() += 1;
+                let on = Served {
+                    script: Arc::clone(&script),
+                    record: record.clone(),
+                    released: released.clone(),
+                };
+                tokio::spawn(serve(stream, on));
             }
         });
         Scripted {
             addr,
             records,
+            release,
             runtime: Some(runtime),
         }
     }
@@ -155,9 +162,25 @@ impl Scripted {
         self.records.seen.lock().unwrap().clone()
     }
 
+    /// The last request received.
+    pub fn last(&self) -> Head {
+        self.seen().pop().expect("nothing reached the upstream")
+    }
+
     /// Every request head received so far, recorded before its body was read (`body` empty).
     pub fn arrived(&self) -> Vec<Head> {
         self.records.arrived.lock().unwrap().clone()
+    }
+
+    /// How many connections it has accepted.
+    pub fn connections(&self) -> usize {
+        *self.records.connections.lock().unwrap()
+    }
+
+    /// Sends the held answers ([`Reply::Held`], [`Reply::Part`]) of the
+    /// requests read so far; later ones wait for the next release.
+    pub fn release(&self) {
+        self.release.send_modify(|n| *n += 1);
     }
 }
 
@@ -174,6 +197,14 @@ impl Drop for Scripted {
 struct Records {
     seen: Arc<Mutex<Vec<Head>>>,
     arrived: Arc<Mutex<Vec<Head>>>,
+    connections: Arc<Mutex<usize>>,
+}
+
+/// What each connection's task shares with the server.
+struct Served {
+    script: Arc<Script>,
+    record: Records,
+    released: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Reads one request (head and `Content-Length` body) from `stream`, with
@@ -202,6 +233,7 @@ async fn read_request(
             let head = Head {
                 method: req.method.unwrap_or("").to_owned(),
                 path: req.path.unwrap_or("").to_owned(),
+                version: req.version.unwrap_or(1),
                 headers,
                 body: Vec::new(),
             };
@@ -218,24 +250,89 @@ async fn read_request(
         }
     };
     arrived.lock().unwrap().push(head.clone());
-    while buf.len() < head_len + body_len {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+    buf.drain(..head_len);
+    let chunked = head
+        .all("transfer-encoding")
+        .iter()
+        .any(|v| v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        head.body = read_chunked(stream, buf).await?;
+        return Some(head);
+    }
+    while buf.len() < body_len {
+        if !read_more(stream, buf).await {
+            return None;
         }
     }
-    head.body = buf[head_len..head_len + body_len].to_vec();
-    buf.drain(..head_len + body_len);
+    head.body = buf.drain(..body_len).collect();
     Some(head)
 }
 
-async fn serve(mut stream: TcpStream, script: Arc<Script>, record: Records) {
+/// Reads more of `stream` into `buf`; false at its end or on an error.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 8192];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+/// Reads a chunked body (from `buf`, then `stream`), trailers skipped.
+async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let (used, size) = loop {
+            match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, size))) => break (used, size as usize),
+                Ok(httparse::Status::Partial) if read_more(stream, buf).await => {}
+                _ => return None,
+            }
+        };
+        if size == 0 {
+            buf.drain(..used);
+            // Trailers (none or some), up to the empty line.
+            loop {
+                if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+                    let line_empty = end == 0;
+                    buf.drain(..end + 2);
+                    if line_empty {
+                        return Some(body);
+                    }
+                } else if !read_more(stream, buf).await {
+                    return None;
+                }
+            }
+        }
+        while buf.len() < used + size + 2 {
+            if !read_more(stream, buf).await {
+                return None;
+            }
+        }
+        body.extend_from_slice(&buf[used..used + size]);
+        buf.drain(..used + size + 2);
+    }
+}
+
+async fn serve(mut stream: TcpStream, on: Served) {
+    let Served {
+        script,
+        record,
+        mut released,
+    } = on;
     let mut buf = Vec::new();
     let reset = |s: TcpStream| {
         let _ = s.set_zero_linger();
         drop(s);
     };
-    while let Some(head) = read_request(&mut stream, &mut buf, &record.arrived).await {
+    loop {
+        // Releases before the request is recorded do not count for it.
+        let held = *released.borrow();
+        let Some(head) = read_request(&mut stream, &mut buf, &record.arrived).await else {
+            return;
+        };
         let reply = script(&head);
         record.seen.lock().unwrap().push(head.clone());
         let sent = match reply {
@@ -263,13 +360,19 @@ async fn serve(mut stream: TcpStream, script: Arc<Script>, record: Records) {
             Reply::ResetAfter(bytes) => {
                 let _ = stream.write_all(bytes).await;
                 let _ = stream.flush().await;
+                // Holds the connection a moment so the bytes reach the proxy
+                // before the reset (not a wait for an event).
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 return reset(stream);
             }
-            Reply::Slow { first, pause, rest } => {
+            Reply::Held(bytes) => {
+                let _ = released.wait_for(|n| *n > held).await;
+                stream.write_all(bytes).await
+            }
+            Reply::Part { first, rest } => {
                 let _ = stream.write_all(first).await;
                 let _ = stream.flush().await;
-                tokio::time::sleep(pause).await;
+                let _ = released.wait_for(|n| *n > held).await;
                 stream.write_all(rest).await
             }
         };

@@ -58,6 +58,8 @@ pub(crate) async fn serve(
                 }
                 Err(e) => {
                     proxy.log(Level::Warn, format!("accept failed: {e}"));
+                    // Backs off after a failed accept (e.g. out of file
+                    // descriptors) so the loop does not spin: not a poll.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             },

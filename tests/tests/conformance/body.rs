@@ -94,7 +94,7 @@ fn lines_of(proxy: &Proxy, send: impl FnOnce(), done: impl Fn(&Lines) -> bool) -
     let before = proxy.filter_log().len();
     send();
     wait_until(
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         format_args!("{}: the fixture's lines", proxy.name()),
         || {
             let lines = Lines::of(&proxy.filter_log()[before..]);
@@ -209,13 +209,25 @@ fn a_large_body_arrives_whole_in_calls_that_end_with_an_empty_one() {
     }
 }
 
-/// Sends `parts` on one connection with a pause between them, and reads the
-/// response.
-fn trickle(addr: SocketAddr, parts: &[&[u8]]) -> raw::Response {
-    let mut conn = raw::Conn::connect(addr).unwrap();
-    for p in parts {
+/// Sends `parts` on one connection, each once the filter has seen the one
+/// before (a new request-side line in its log), and reads the response.
+fn trickle(proxy: &Proxy, parts: &[&[u8]]) -> raw::Response {
+    let request_lines = || {
+        proxy
+            .filter_log()
+            .iter()
+            .filter(|l| l.contains("request headers") || l.contains("request body"))
+            .count()
+    };
+    let mut conn = raw::Conn::connect(proxy.addr()).unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        let before = request_lines();
         conn.send(p).unwrap();
-        std::thread::sleep(Duration::from_millis(150));
+        if i + 1 < parts.len() {
+            wait_until(Duration::from_secs(10), "the filter saw the part", || {
+                (request_lines() > before).then_some(())
+            });
+        }
     }
     conn.read_response(false).unwrap()
 }
@@ -241,7 +253,7 @@ fn chunked_bodies_with_and_without_trailers() {
             ];
             let l = lines_of(
                 &proxy,
-                || assert_eq!(trickle(proxy.addr(), &parts).text(), "abcdefghi", "{name}"),
+                || assert_eq!(trickle(&proxy, &parts).text(), "abcdefghi", "{name}"),
                 response_ended,
             );
             let calls = l.request_calls();
@@ -274,7 +286,7 @@ fn empty_bodies() {
         // An empty chunked body is one empty end-of-stream call.
         let l = lines_of(
             &proxy,
-            || assert_eq!(trickle(proxy.addr(), &[CHUNKED, b"0\r\n\r\n"]).status, 200),
+            || assert_eq!(trickle(&proxy, &[CHUNKED, b"0\r\n\r\n"]).status, 200),
             response_ended,
         );
         assert_eq!(
@@ -446,9 +458,20 @@ fn a_body_that_arrives_while_the_headers_are_paused_is_one_call() {
         let l = lines_of(
             &proxy,
             || {
+                let resumes = || {
+                    proxy
+                        .filter_log()
+                        .iter()
+                        .filter(|l| l.contains("resume"))
+                        .count()
+                };
+                let before = resumes();
                 let mut conn = raw::Conn::connect(proxy.addr()).unwrap();
                 conn.send(head).unwrap();
-                std::thread::sleep(Duration::from_millis(500));
+                // The rest once the filter has resumed the request.
+                wait_until(Duration::from_secs(10), "the resume", || {
+                    (resumes() > before).then_some(())
+                });
                 conn.send(b"4\r\ndefg\r\n0\r\n\r\n").unwrap();
                 assert_eq!(conn.read_response(false).unwrap().text(), "abcdefg");
             },
@@ -491,6 +514,10 @@ impl Wire {
     }
 }
 
+/// The raw-wire upstream, kept apart from the scripted one because it records
+/// what that one's parser rejects: a spilled body read as a request line, and
+/// the connection each request came on.
+///
 /// An HTTP/1.1 upstream that parses requests strictly by their framing
 /// (`content-length` or chunked) and answers each `200` with `pong`
 /// (`content-length: 4`; chunked with a trailer `x-up` for a path with
@@ -639,6 +666,9 @@ fn raw_bytes(addr: SocketAddr, requests: &[&[u8]], wait: Duration) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).unwrap();
     for r in requests {
         stream.write_all(r).unwrap();
+        // Paces the requests (not a wait for an event); the reads below
+        // take every byte within `wait`: a response with a stale length
+        // never ends, which shows only by the bytes that follow it.
         std::thread::sleep(Duration::from_millis(150));
     }
     stream

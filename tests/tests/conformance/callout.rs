@@ -1,19 +1,18 @@
 //! HTTP callouts (`conf_callout`, `proxy_http_call`): each scenario on Envoy
-//! and the test host with the clusters `callee` (a small recording server
-//! here) and `dead` (nothing listens), the same assertions on both: the
+//! and the test host with the clusters `callee` (the scripted upstream) and
+//! `dead` (nothing listens), the same assertions on both: the
 //! client's response, what the cluster received, and what
 //! `on_http_call_response` saw (header count, `:status`, header names, body,
 //! trailers), from an HTTP context and from the root context's tick.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::cell::Cell;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use jwt_proxy_tests::proxy::{Proxy, Setup};
 use jwt_proxy_tests::raw::exchange;
-use jwt_proxy_tests::{Upstream, dead_addr, wait_until, wasm};
+use jwt_proxy_tests::scripted::{Reply, Scripted};
+use jwt_proxy_tests::{HeldPort, Upstream, wait_until, wasm};
 use test_host::{Action, Error, HostBuilder, LogSource};
 
 /// One request the callee received.
@@ -35,121 +34,61 @@ impl Call {
     }
 }
 
-/// A keep-alive HTTP/1.1 server that records each request and answers
-/// `200`, `x-callee: yes`, body `pong`; `/slow` answers after 3 s.
+/// The callee's answer.
+const PONG: &[u8] = b"HTTP/1.1 200 OK\r\nx-callee: yes\r\ncontent-length: 4\r\n\r\npong";
+
+/// The clusters: `callee`, the scripted upstream recording each request and
+/// answering `200`, `x-callee: yes`, body `pong` (`/slow` only once
+/// released); `reset`, one that reads each request and closes unanswered;
+/// `dead`, a port held bound and not listening.
 pub(crate) struct Callee {
-    pub(crate) addr: SocketAddr,
-    /// A listener that reads each request, then closes unanswered.
-    closer: SocketAddr,
-    seen: Arc<Mutex<Vec<Call>>>,
-    stop: Arc<AtomicBool>,
+    callee: Scripted,
+    closer: Scripted,
+    dead: HeldPort,
+    /// Requests before this one are forgotten ([`Callee::clear`]).
+    skip: Cell<usize>,
 }
 
 impl Callee {
     pub(crate) fn start() -> Callee {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (record, stopped) = (seen.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stopped.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let record = record.clone();
-                std::thread::spawn(move || serve(conn, &record));
-            }
-        });
-        let closer = TcpListener::bind("127.0.0.1:0").unwrap();
-        let closer_addr = closer.local_addr().unwrap();
-        let closing = stop.clone();
-        std::thread::spawn(move || {
-            for conn in closer.incoming() {
-                if closing.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut conn) = conn else { continue };
-                conn.set_read_timeout(Some(Duration::from_millis(500)))
-                    .unwrap();
-                let mut buf = [0u8; 4096];
-                let _ = conn.read(&mut buf);
-            }
-        });
         Callee {
-            addr,
-            closer: closer_addr,
-            seen,
-            stop,
+            callee: Scripted::start(|h| {
+                if h.path.starts_with("/slow") {
+                    Reply::Held(PONG)
+                } else {
+                    Reply::Bytes(PONG)
+                }
+            }),
+            closer: Scripted::start(|_| Reply::Close(b"")),
+            dead: HeldPort::new(),
+            skip: Cell::new(0),
         }
+    }
+
+    /// The `callee` cluster's address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.callee.addr()
     }
 
     pub(crate) fn seen(&self) -> Vec<Call> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Callee {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        let _ = TcpStream::connect(self.closer);
-    }
-}
-
-fn serve(conn: TcpStream, record: &Mutex<Vec<Call>>) {
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut conn = conn;
-    for _ in 0..100 {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let (method, path) = (
-            parts.next().unwrap_or("").to_owned(),
-            parts.next().unwrap_or("").to_owned(),
-        );
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((n, v)) = h.split_once(':') {
-                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
-            }
-        }
-        let length = headers
+        self.callee.seen()[self.skip.get()..]
             .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let slow = path.starts_with("/slow");
-        record.lock().unwrap().push(Call {
-            method,
-            path,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        });
-        if slow {
-            std::thread::sleep(Duration::from_secs(3));
-        }
-        let answer = b"HTTP/1.1 200 OK\r\nx-callee: yes\r\ncontent-length: 4\r\n\r\npong";
-        if conn.write_all(answer).is_err() {
-            return;
-        }
+            .map(|h| Call {
+                method: h.method.clone(),
+                path: h.path.clone(),
+                headers: h
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                    .collect(),
+                body: String::from_utf8_lossy(&h.body).into_owned(),
+            })
+            .collect()
+    }
+
+    /// Forgets the requests received so far.
+    fn clear(&self) {
+        self.skip.set(self.callee.seen().len());
     }
 }
 
@@ -158,9 +97,9 @@ fn setup(upstream: &Upstream, callee: &Callee, config: &str) -> Setup {
         wasm: wasm("conf_callout"),
         config: config.to_owned(),
         clusters: vec![
-            ("callee".to_owned(), callee.addr.to_string()),
-            ("dead".to_owned(), dead_addr().to_string()),
-            ("reset".to_owned(), callee.closer.to_string()),
+            ("callee".to_owned(), callee.callee.addr().to_string()),
+            ("dead".to_owned(), callee.dead.addr().to_string()),
+            ("reset".to_owned(), callee.closer.addr().to_string()),
         ],
         ..Setup::new(upstream.addr())
     }
@@ -285,21 +224,24 @@ fn a_request_that_ends_before_its_callout_cancels_it_without_a_callback() {
     let setup = setup(&upstream, &callee, "");
     for proxy in setup.both() {
         let who = proxy.name();
-        callee.seen.lock().unwrap().clear();
+        callee.clear();
         let r = get(&proxy, "early");
         assert_eq!(r.status, 200, "{who}");
         assert_eq!(r.header("x-callout"), None, "{who}");
         proxy.wait_for_lines("call early: ok token=4", 1);
-        wait_until(Duration::from_secs(5), "the callee got the call", || {
+        wait_until(Duration::from_secs(10), "the callee got the call", || {
             callee
                 .seen()
                 .iter()
                 .any(|c| c.path == "/slow")
                 .then_some(())
         });
-        // The callee answers after 3 s; the callout had a 2 s timeout: wait
-        // past both, and no callback ran.
-        std::thread::sleep(Duration::from_millis(3500));
+        // The callee answers now; the callout had a 2 s timeout. Neither
+        // may run a callback for the cancelled call: a timer that must not
+        // fire shows only by not firing, so hold idle past the timeout (not
+        // a wait for an event).
+        callee.callee.release();
+        std::thread::sleep(Duration::from_millis(2500));
         let log = proxy.filter_log();
         assert!(
             !log.iter().any(|l| l.starts_with("http_call_response")),
@@ -325,7 +267,7 @@ fn a_callout_from_the_root_context_is_delivered_to_the_root() {
         );
         // One call per ticking root context, as many on both hosts; each
         // reached the callee.
-        let ticks = wait_until(Duration::from_secs(5), "a /tick per tick call", || {
+        let ticks = wait_until(Duration::from_secs(10), "a /tick per tick call", || {
             let calls = proxy
                 .filter_log()
                 .iter()
@@ -350,7 +292,7 @@ fn a_callout_from_the_root_context_is_delivered_to_the_root() {
         proxy.wait_for_lines("http_call_response ctx=root", ticks.len());
         drop(proxy);
         // The next proxy's callee requests are counted afresh.
-        callee.seen.lock().unwrap().clear();
+        callee.clear();
     }
 }
 

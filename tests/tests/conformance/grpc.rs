@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use jwt_proxy_tests::grpc::{End, GrpcServer, Received};
 use jwt_proxy_tests::proxy::{Proxy, Setup};
-use jwt_proxy_tests::{Upstream, dead_addr, raw, wasm};
+use jwt_proxy_tests::{HeldPort, Upstream, raw, wasm};
 
 const DEAD: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure";
 
 struct World {
     _upstream: Upstream,
+    _refusing: HeldPort,
     server: GrpcServer,
     setup: Setup,
 }
@@ -28,15 +29,17 @@ struct World {
 fn world() -> World {
     let upstream = Upstream::start();
     let server = GrpcServer::start();
+    let refusing = HeldPort::new();
     let mut setup = Setup::new(upstream.addr());
     setup.wasm = wasm("conf_grpc");
     setup.config = "{}".into();
     setup.clusters = vec![
         ("grpc".into(), format!("h2c://{}", server.addr())),
-        ("dead".into(), format!("h2c://{}", dead_addr())),
+        ("dead".into(), format!("h2c://{}", refusing.addr())),
     ];
     World {
         _upstream: upstream,
+        _refusing: refusing,
         server,
         setup,
     }
@@ -368,24 +371,35 @@ fn cancel_resets_and_close_half_closes() {
             strings(&["dispatch Slow -> Ok(5)", "cancel 5"]),
             "{who}"
         );
-        std::thread::sleep(Duration::from_millis(300));
-        let after = lines(&proxy);
-        assert_eq!(after.last().map(String::as_str), Some("cancel 5"), "{who}");
-        assert!(
-            !after.iter().any(|l| l.starts_with("stream_close token=6")),
-            "{who}: a cancelled stream gets no close: {after:?}"
-        );
+        let cancelled = lines(&proxy).len();
 
         // The HTTP context ends while its stream is open: the stream belongs
         // to the root context, so nothing cancels it.
         let n = w.server.calls().len();
         let (status, _, _) = run(&proxy, &["x-scenario: orphan"], "send m1");
         assert_eq!(status, "orphaned", "{who}");
-        let calls = jwt_proxy_tests::wait_until(Duration::from_secs(5), "the orphan", || {
+        // The orphan's request came after the cancel, and nothing for the
+        // cancelled call came in between.
+        let after = lines(&proxy);
+        assert_eq!(
+            after[cancelled - 1],
+            "cancel 5",
+            "{who}: {:?}",
+            &after[cancelled - 1..]
+        );
+        assert!(
+            !after.iter().any(|l| l.starts_with("stream_close token=6")),
+            "{who}: a cancelled stream gets no close: {after:?}"
+        );
+        let calls = jwt_proxy_tests::wait_until(Duration::from_secs(10), "the orphan", || {
             let calls = w.server.calls();
             (calls.len() > n && !calls[n].messages.is_empty()).then_some(calls)
         });
-        std::thread::sleep(Duration::from_millis(500));
+        // A later call on the same connection: a reset of the orphan, had
+        // one been sent when its HTTP context ended, came before it.
+        let (status, _, _) = run(&proxy, &["x-scenario: unary"], "body=");
+        assert_eq!(status, "0", "{who}");
+        w.server.wait_for_ended(n + 2);
         let call = &w.server.calls()[n];
         assert_eq!(calls[n].texts(), ["m1"], "{who}");
         assert_eq!(call.end, End::Open, "{who}: the orphaned stream stays open");
@@ -419,7 +433,9 @@ fn metadata_names_are_lowercased_and_bad_metadata_is_internal_failure() {
         // The refused calls spent their tokens.
         let (_, _, log) = run(&proxy, &["x-scenario: unary"], "body=");
         assert_eq!(log[1], "dispatch Unary -> Ok(17)", "{who}");
-        std::thread::sleep(Duration::from_millis(200));
+        // The refused calls were dispatched before the good one: had they
+        // been sent, they would have arrived before it ended.
+        w.server.wait_for_ended(n + 1);
         assert_eq!(
             w.server.calls().len(),
             n + 1,

@@ -51,6 +51,10 @@ fn roots_start_and_tick_as_envoy_runs_them() {
             let name = proxy.name();
             let roots = 1 + workers;
             proxy.wait_for_lines("tick ctx=1 n=3", roots);
+            // Every ticking root set its period to 0 (logged after its 3rd tick).
+            proxy.wait_for_lines("tick_period ctx=1 ms=0 status=Ok(())", roots);
+            // A stopped timer shows only by not firing: hold idle for four
+            // periods, when a 4th tick would come (not a wait for an event).
             std::thread::sleep(Duration::from_millis(400));
             let log = proxy.filter_log();
             // The first VM's start, in Envoy's order.
@@ -199,7 +203,8 @@ fn a_graceful_stop_ends_the_workers_roots_then_the_main_threads() {
             ],
             "{name}"
         );
-        std::thread::sleep(Duration::from_millis(200));
+        // quit() returned once the proxy stopped (Envoy exited): its log is
+        // complete, nothing more can come.
         assert_eq!(
             lines(&proxy, "root d").len(),
             4,

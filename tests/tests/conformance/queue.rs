@@ -52,8 +52,19 @@ fn an_enqueue_notifies_the_registering_root_once() {
                 (200, "resolve=NotFound".to_owned()),
                 "{name}"
             );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            assert_eq!(lines(&proxy, "queue_ready ").len(), 2, "{name}");
+            // A later enqueue that does notify: once its value is dequeued,
+            // any notification for the refused ones would have come first.
+            assert_eq!(
+                get(&proxy, &["x-enqueue: d"]),
+                (200, "resolve=Ok enqueue=Ok".to_owned()),
+                "{name}"
+            );
+            proxy.wait_for_lines("dequeue ctx=1 value=d", 1);
+            assert_eq!(
+                lines(&proxy, "queue_ready ").len(),
+                3,
+                "{name}: a notification for a refused enqueue"
+            );
         }
     }
 }
@@ -80,8 +91,9 @@ fn a_queue_whose_root_ended_notifies_nobody() {
             (200, "resolve=Ok enqueue=Ok".to_owned()),
             "{name}"
         );
+        // `old` was enqueued first: a notification for it would have come
+        // before this one (one worker, notifications in order).
         proxy.wait_for_lines("dequeue ctx=2 value=new", 1);
-        std::thread::sleep(std::time::Duration::from_millis(200));
         assert_eq!(
             lines(&proxy, "queue_ready "),
             ["queue_ready ctx=2 queue=Some(\"q2\")"],

@@ -15,7 +15,7 @@ use crate::callout::Callee;
 fn setup(upstream: &Upstream, callee: &Callee) -> Setup {
     Setup {
         wasm: wasm("conf_raw"),
-        clusters: vec![("callee".to_owned(), callee.addr.to_string())],
+        clusters: vec![("callee".to_owned(), callee.addr().to_string())],
         ..Setup::new(upstream.addr())
     }
 }

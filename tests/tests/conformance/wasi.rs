@@ -74,7 +74,7 @@ fn each_write_is_one_log_line_at_info_for_stdout_and_error_for_stderr() {
         let r = raw::exchange(proxy.addr(), &raw::bare("GET", "/", &[]));
         assert_eq!((r.status, r.text().as_str()), (200, "wasi"), "{name}");
         let got = wait_until(
-            Duration::from_secs(5),
+            Duration::from_secs(10),
             format_args!("{name}: the writes"),
             || {
                 let got = records(&proxy)[before..].to_vec();

@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use jwt_proxy_tests::proxy::{Proxy, Setup, leaks_key};
 use jwt_proxy_tests::raw::{bare, exchange, post};
 use jwt_proxy_tests::scripted::Scripted;
-use jwt_proxy_tests::{SECRET, Upstream, dead_addr, verify, wasm};
+use jwt_proxy_tests::{HeldPort, SECRET, Upstream, verify, wasm};
 use serde_json::Value;
 use test_host::{Clock, HostBuilder, Random};
 
@@ -222,10 +222,11 @@ fn bad_configuration_is_refused_the_same_way() {
             "user_header",
         ),
     ];
+    let refusing = HeldPort::new();
     for (config, field) in cases {
         let refusal = Setup {
             config: config.clone(),
-            ..Setup::new(dead_addr())
+            ..Setup::new(refusing.addr())
         }
         .refused();
         let envoy_log = &refusal.envoy_log;

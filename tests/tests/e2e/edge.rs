@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use jwt_proxy_tests::proxy::{Limits, Setup};
 use jwt_proxy_tests::raw::{Conn, bare, exchange, post};
 use jwt_proxy_tests::scripted::Scripted;
-use jwt_proxy_tests::{SECRET, Upstream, h2, verify};
+use jwt_proxy_tests::{SECRET, Upstream, h2, verify, wait_until};
 
 use crate::util::seen_through_both;
 
@@ -67,8 +67,8 @@ fn upgrade_h2c_is_ignored_and_served_over_http11() {
             "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA",
         ],
     );
-    for (name, resp, seen) in seen_through_both(&Setup::new(jwt_proxy_tests::dead_addr()), &request)
-    {
+    let refusing = jwt_proxy_tests::HeldPort::new();
+    for (name, resp, seen) in seen_through_both(&Setup::new(refusing.addr()), &request) {
         assert_eq!(resp.version, "HTTP/1.1", "{name}");
         assert!(seen.all("upgrade").is_empty(), "{name}");
         assert!(seen.all("http2-settings").is_empty(), "{name}");
@@ -120,7 +120,19 @@ fn connections_past_the_cap_are_closed_at_once() {
         let mut conns: Vec<Conn> = (0..CAP + 3)
             .map(|_| Conn::connect(proxy.addr()).unwrap())
             .collect();
-        std::thread::sleep(Duration::from_millis(300));
+        // The connections past the cap are closed at once (by the proxy).
+        wait_until(
+            Duration::from_secs(10),
+            "the extra connections closed",
+            || {
+                let closed = conns
+                    .iter_mut()
+                    .map(|c| c.closed_by_peer(Duration::from_millis(20)))
+                    .filter(|&closed| closed)
+                    .count();
+                (closed >= 3).then_some(())
+            },
+        );
         let served = conns
             .iter_mut()
             .map(|c| {
@@ -136,8 +148,13 @@ fn connections_past_the_cap_are_closed_at_once() {
             CAP + 3
         );
         drop(conns);
-        std::thread::sleep(Duration::from_millis(300));
-        let resp = exchange(proxy.addr(), &post("/after", &[], b"{}"));
+        // The cap is freed once the proxy has processed the closes.
+        let what = format!("{}: the cap is freed", proxy.name());
+        let resp = wait_until(Duration::from_secs(10), what, || {
+            let mut c = Conn::connect(proxy.addr()).ok()?;
+            c.send(&post("/after", &[], b"{}")).ok()?;
+            c.read_response(false).ok()
+        });
         assert_eq!(resp.status, 200, "{}: the cap is freed", proxy.name());
     }
 }
@@ -181,14 +198,10 @@ fn a_posts_head_goes_upstream_before_its_body_arrives() {
         let mut conn = Conn::connect(proxy.addr()).unwrap();
         conn.send(b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while upstream.arrived().len() == before && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let arrived = upstream.arrived();
-        let head = arrived
-            .get(before)
-            .unwrap_or_else(|| panic!("{name}: no head upstream while the body is held"));
+        let what = format!("{name}: the head upstream while the body is held");
+        let head = wait_until(Duration::from_secs(10), what, || {
+            upstream.arrived().get(before).cloned()
+        });
         assert_eq!(
             (head.method.as_str(), head.route()),
             ("POST", "/slow"),

@@ -7,78 +7,41 @@
 //! Everything listens on 127.0.0.1, on ports the OS picks; every loop is
 //! bounded in count and time.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use jwt_proxy_tests::load::JtiUpstream;
-use jwt_proxy_tests::{Envoy, EnvoyBuilder, SECRET, Upstream, dead_addr, raw, root, verify, wasm};
+use jwt_proxy_tests::scripted::{Reply, Scripted};
+use jwt_proxy_tests::{
+    Envoy, EnvoyBuilder, HeldPort, SECRET, Upstream, raw, root, verify, wait_until, wasm,
+};
 
-/// A loopback HTTP server that answers every request with `body` (the
-/// module) and counts the requests. Stops on drop.
-struct ModuleServer {
-    addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
+/// The module server: the scripted upstream answering every request with
+/// `body` (the module) and closing, counting the requests. Stops on drop.
+struct ModuleServer(Scripted);
 
 impl ModuleServer {
-    fn start_on(addr: SocketAddr, body: Vec<u8>) -> ModuleServer {
-        let listener = TcpListener::bind(addr).unwrap();
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (counted, stopped) = (Arc::clone(&hits), Arc::clone(&stop));
-        let body = Arc::new(body);
-        thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                let Ok((mut stream, _)) = listener.accept() else {
-                    thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                counted.fetch_add(1, Ordering::SeqCst);
-                let body = Arc::clone(&body);
-                thread::spawn(move || {
-                    stream.set_nonblocking(false).unwrap();
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(5)))
-                        .unwrap();
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") && head.len() < 16_384 {
-                        match stream.read(&mut byte) {
-                            Ok(1) => head.push(byte[0]),
-                            _ => return,
-                        }
-                    }
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/wasm\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = stream.write_all(reply.as_bytes());
-                    let _ = stream.write_all(&body);
-                });
-            }
-        });
-        ModuleServer { addr, hits, stop }
+    fn start(body: Vec<u8>) -> ModuleServer {
+        Self::serving(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), body)
+    }
+
+    fn serving(listener: std::net::TcpListener, body: Vec<u8>) -> ModuleServer {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/wasm\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        // One module per test, kept for the test binary's life.
+        let reply: &'static [u8] = Vec::leak([head.into_bytes(), body].concat());
+        ModuleServer(Scripted::serving(listener, move |_| Reply::Close(reply)))
     }
 
     fn url(&self) -> String {
-        format!("http://{}/jwt_filter.wasm", self.addr)
+        format!("http://{}/jwt_filter.wasm", self.0.addr())
     }
 
     fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for ModuleServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.0.seen().len()
     }
 }
 
@@ -135,7 +98,7 @@ fn assert_refused(envoy: &Envoy, upstream: &Upstream) {
 fn a_remote_module_with_its_sha256_signs_every_post() {
     let upstream = Upstream::start();
     let module = module();
-    let server = ModuleServer::start_on("127.0.0.1:0".parse().unwrap(), module.clone());
+    let server = ModuleServer::start(module.clone());
     let envoy = remote(upstream.addr(), &server.url(), &sha256_hex(&module)).start();
     for _ in 0..3 {
         assert_eq!(post_status(&envoy), 200);
@@ -156,7 +119,7 @@ fn a_remote_module_with_its_sha256_signs_every_post() {
 #[test]
 fn a_remote_module_whose_sha256_differs_is_refused() {
     let upstream = Upstream::start();
-    let server = ModuleServer::start_on("127.0.0.1:0".parse().unwrap(), module());
+    let server = ModuleServer::start(module());
     let other = sha256_hex(b"another module");
     let envoy = remote(upstream.addr(), &server.url(), &other).start();
     assert_refused(&envoy, &upstream);
@@ -173,8 +136,8 @@ fn a_remote_module_whose_sha256_differs_is_refused() {
 fn a_module_server_down_at_start_fails_closed_until_envoy_restarts() {
     let upstream = Upstream::start();
     let module = module();
-    let addr = dead_addr();
-    let url = format!("http://{addr}/jwt_filter.wasm");
+    let refusing = HeldPort::new();
+    let url = format!("http://{}/jwt_filter.wasm", refusing.addr());
     let builder = remote(upstream.addr(), &url, &sha256_hex(&module));
     // Envoy tries 1 + num_retries times (RemoteDataSource.retry_policy),
     // then starts serving with the plugin failed: fail closed, 503.
@@ -190,10 +153,11 @@ fn a_module_server_down_at_start_fails_closed_until_envoy_restarts() {
     );
     // The server coming up later changes nothing: Envoy fetches the code
     // when it loads the config, not again.
-    let server = ModuleServer::start_on(addr, module);
+    let server = ModuleServer::serving(refusing.listen(128), module);
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
         assert_eq!(post_status(&envoy), 503);
+        // Paces the POSTs over the 3 s in which a retried fetch would come.
         thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(server.hits(), 0);
@@ -302,20 +266,16 @@ fn two_instances_behind_a_balancer_count_every_post_exactly_once() {
         assert_eq!(resp.status, 200, "POST {i}");
     }
 
-    // The two instances' counters add up to N (read until the last log
-    // callbacks have run: at most 5 s).
+    // The two instances' counters add up to N (read once the last log
+    // callbacks have run: `processed` reaches N).
     let series = ["jwt_proxy_requests_processed", "jwt_proxy_requests_signed"];
-    let until = Instant::now() + Duration::from_secs(5);
-    let counts = loop {
+    let counts = wait_until(Duration::from_secs(15), "N POSTs processed", || {
         let counts: Vec<[u64; 2]> = [&a, &b]
             .iter()
             .map(|e| [prometheus(e, series[0]), prometheus(e, series[1])])
             .collect();
-        if counts.iter().map(|c| c[0]).sum::<u64>() == N || Instant::now() > until {
-            break counts;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
+        (counts.iter().map(|c| c[0]).sum::<u64>() >= N).then_some(counts)
+    });
     eprintln!(
         "fleet: instance a processed {} signed {}, instance b processed {} signed {} (N = {N})",
         counts[0][0], counts[0][1], counts[1][0], counts[1][1]

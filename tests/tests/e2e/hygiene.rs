@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jwt_proxy_tests::proxy::{Proxy, Setup};
 use jwt_proxy_tests::raw::{Response, bare, blocking_get, exchange, post};
-use jwt_proxy_tests::{SECRET, Upstream, dead_addr, wait_until, wasm};
+use jwt_proxy_tests::{HeldPort, SECRET, Upstream, wait_until, wasm};
 
 /// A second key, given through `JWT_SECRET` (128 hex digits: 64 key bytes).
 const ENV_SECRET: &str = "0badc0de5eed1e55feedfacecafebabe0badc0de5eed1e55feedfacecafebabe0badc0de5eed1e55feedfacecafebabe0badc0de5eed1e55feedfacecafebabe";
@@ -129,9 +129,10 @@ fn no_key_and_no_token_in_any_log_status_page_or_local_reply() {
     }
 
     // An unreachable upstream: the 503 and the log.
+    let refusing = HeldPort::new();
     let envoy = Setup {
         config: utf8.clone(),
-        ..Setup::new(dead_addr())
+        ..Setup::new(refusing.addr())
     }
     .envoy();
     let resp = exchange(envoy.addr(), &post("/", &[], b"{}"));
@@ -153,7 +154,7 @@ fn no_key_and_no_token_in_any_log_status_page_or_local_reply() {
     ] {
         let refusal = Setup {
             config: bad.clone(),
-            ..Setup::new(dead_addr())
+            ..Setup::new(refusing.addr())
         }
         .refused();
         assert!(!refusal.envoy_status.success());
@@ -180,8 +181,8 @@ fn no_key_and_no_token_in_any_log_status_page_or_local_reply() {
         assert_eq!(resp.status, 503);
         outputs.push((format!("{name} panic 503"), local(&resp)));
         if name == "envoy" {
-            // Served again once the VM is reloaded (FAIL_RELOAD), within a second.
-            wait_until(Duration::from_secs(1), "not reloaded", || {
+            // Served again once the VM is reloaded (FAIL_RELOAD).
+            wait_until(Duration::from_secs(10), "reloaded", || {
                 (exchange(proxy.addr(), &post("/", &[], b"{}")).status == 200).then_some(())
             });
         }

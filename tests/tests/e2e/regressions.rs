@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use jwt_proxy_tests::proxy::{Limits, Proxy, Setup};
 use jwt_proxy_tests::raw::{Conn, bare, exchange, post};
 use jwt_proxy_tests::scripted::{Reply, Scripted};
-use jwt_proxy_tests::{EnvoyBuilder, SECRET, Upstream, dead_addr, h2, verify};
+use jwt_proxy_tests::{EnvoyBuilder, HeldPort, SECRET, Upstream, h2, verify};
 
 use crate::util::{seen_through_both, send, status, try_exchange, with_header_line};
 
@@ -187,7 +187,8 @@ fn regression_underscore_spelling_of_the_token_header_reached_the_upstream() {
 
 #[test]
 fn regression_no_via_on_requests_or_responses() {
-    let setup = Setup::new(jwt_proxy_tests::dead_addr());
+    let refusing = HeldPort::new();
+    let setup = Setup::new(refusing.addr());
     let request = post("/v", &["Via: 1.0 front"], b"{}");
     for (name, resp, seen) in seen_through_both(&setup, &request) {
         assert_eq!(
@@ -274,7 +275,8 @@ fn regression_no_client_address_and_envoy_internal_headers_upstream() {
         ],
         b"{}",
     );
-    let setup = Setup::new(jwt_proxy_tests::dead_addr());
+    let refusing = HeldPort::new();
+    let setup = Setup::new(refusing.addr());
     for (name, _, seen) in seen_through_both(&setup, &request) {
         assert_eq!(
             seen.all("x-forwarded-for"),
@@ -319,6 +321,7 @@ fn regression_slow_client_trickling_a_head_held_the_connection() {
             if conn.send(line.as_bytes()).is_err() {
                 break;
             }
+            // Paces the slow client's header lines (not a wait for an event).
             std::thread::sleep(Duration::from_millis(300));
             if started.elapsed() > Duration::from_millis(1500) {
                 answer = conn.read_response(false).ok();
@@ -440,7 +443,8 @@ fn regression_test_host_answered_502_to_a_reset_before_any_byte() {
 /// that Envoy logs (found by `filter/tests/proptest.rs`).
 #[test]
 fn regression_a_key_pasted_into_secret_env_reached_the_envoy_log() {
-    let (status, log) = EnvoyBuilder::new(dead_addr())
+    let refusing = HeldPort::new();
+    let (status, log) = EnvoyBuilder::new(refusing.addr())
         .config(format!(r#"{{"secret_env":"{SECRET}"}}"#))
         .start_expecting_failure();
     assert!(!status.success());

@@ -59,7 +59,7 @@ fn a_refused_post_is_tried_4_times_answered_503_once_and_served_when_the_port_li
         assert_eq!(proxy.stat(RETRIES), 3, "{name}: retries");
     }
     // The same socket starts listening: the next POST goes through, signed.
-    let upstream = Scripted::serving(held.listen(128), Duration::ZERO, |_| Reply::Echo);
+    let upstream = Scripted::serving(held.listen(128), |_| Reply::Echo);
     for proxy in &proxies {
         let name = proxy.name();
         let resp = exchange(proxy.addr(), &post("/back", &[], b"{}"));
@@ -139,7 +139,7 @@ fn bursts_against_a_full_accept_queue_are_retried_and_no_post_is_repeated() {
     // dropped, the connect times out) until the retries spread them. Each
     // answer closes its connection (as Python's `http.server` does), so
     // every POST needs a connect of its own.
-    let upstream = Scripted::serving(held.listen(1), Duration::ZERO, |_| {
+    let upstream = Scripted::serving(held.listen(1), |_| {
         Reply::Close(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
     });
     let mut problems = Vec::new();

@@ -26,12 +26,18 @@ fn posts_are_all_signed_once() {
     let deadline = Instant::now() + max;
 
     let first = post_load(envoy.addr(), connections, warm, deadline);
-    std::thread::sleep(Duration::from_millis(500));
+    // Measured once Envoy has processed every client close.
+    let at_rest = || {
+        wait_until(Duration::from_secs(10), "client connections closed", || {
+            (envoy.stat("http.jwt_proxy.downstream_cx_active") == Some(0)).then_some(())
+        });
+    };
+    at_rest();
     let rss_warm = rss_kib(envoy.pid());
     let fds_warm = open_fds(envoy.pid());
     let rest = post_load(envoy.addr(), connections, total - warm, deadline);
-    // Envoy frees per-connection state shortly after the client closes.
-    std::thread::sleep(Duration::from_millis(500));
+    // Envoy frees per-connection state when it processes the client's close.
+    at_rest();
     let rss_end = rss_kib(envoy.pid());
     let fds_end = open_fds(envoy.pid());
 
@@ -74,10 +80,10 @@ fn posts_are_all_signed_once() {
     // Nothing held: no client connection or request left open, the upstream
     // pool bounded by the concurrency (fds are reported, not asserted: the
     // pool's size at rest varies by a few connections).
-    // Envoy counts a close when its worker processes it: give it up to 5 s.
+    // Envoy counts a close when its worker processes it: wait for it.
     let stat = |name: &str| envoy.stat(name).unwrap_or(u64::MAX);
     let settled = |name: &str| {
-        wait_until(Duration::from_secs(5), format_args!("{name} is 0"), || {
+        wait_until(Duration::from_secs(10), format_args!("{name} is 0"), || {
             (stat(name) == 0).then_some(0)
         })
     };

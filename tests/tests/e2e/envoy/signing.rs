@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use jwt_proxy_tests::raw::{self, bare, exchange, post};
-use jwt_proxy_tests::{EnvoyBuilder, SECRET, Upstream, dead_addr, now_secs, verify};
+use jwt_proxy_tests::{EnvoyBuilder, HeldPort, SECRET, Upstream, now_secs, verify};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -294,7 +294,8 @@ fn bad_configurations_refuse_to_start_naming_the_field() {
         (format!(r#"{{{s},"ttl_seconds":0}}"#), "`ttl_seconds`"),
         ("not json".to_owned(), "`configuration`"),
     ];
-    let upstream = dead_addr();
+    let refusing = HeldPort::new();
+    let upstream = refusing.addr();
     let handles: Vec<_> = cases
         .into_iter()
         .map(|(config, field)| {

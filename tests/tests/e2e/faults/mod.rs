@@ -21,7 +21,7 @@ use jwt_proxy_tests::{SECRET, verify};
 /// `/reset-silent` resets the connection without a byte,
 /// `/reset-head` sends half a status line and resets the connection,
 /// `/reset-body` sends the head and 10 of 1000 body bytes and resets,
-/// `/slow-body` sends the head and 10 of 20 body bytes, the rest 400 ms later,
+/// `/slow-body` sends the head and 10 of 20 body bytes, the rest once released,
 /// `/garbage` answers bytes that are not HTTP, `/stall` never answers,
 /// anything else gets `200 ok`.
 fn script(head: &Head) -> Reply {
@@ -31,9 +31,8 @@ fn script(head: &Head) -> Reply {
         "/reset-body" => {
             Reply::ResetAfter(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
         }
-        "/slow-body" => Reply::Slow {
+        "/slow-body" => Reply::Part {
             first: b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789",
-            pause: Duration::from_millis(400),
             rest: b"0123456789",
         },
         "/garbage" => Reply::Close(b"THIS IS NOT HTTP\r\n\r\n"),

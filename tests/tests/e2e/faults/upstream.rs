@@ -7,7 +7,7 @@ use std::time::Duration;
 use jwt_proxy_tests::load::{open_fds, rss_kib};
 use jwt_proxy_tests::raw::{bare, exchange, post};
 use jwt_proxy_tests::scripted::Scripted;
-use jwt_proxy_tests::{EnvoyBuilder, dead_addr, wait_until};
+use jwt_proxy_tests::{EnvoyBuilder, HeldPort, wait_until};
 use tokio::io::AsyncWriteExt;
 
 use super::{assert_all_signed, assert_serves, failing_post, faulty, script, setup};
@@ -21,8 +21,10 @@ fn upstream_resets_garbage_and_stalls_fail_one_request_each() {
         let before = upstream.seen().len();
         assert_serves(&proxy, "start");
         // Envoy's answers (SPEC 2.5; the test host follows Envoy, SPEC 5).
-        // `/stall` is the upstream too slow: 504 within 5 s (was also
-        // `upstream_too_slow_is_504`, Envoy only).
+        // `/stall` is the upstream too slow: 504 (was also
+        // `upstream_too_slow_is_504`, Envoy only). The status tells the
+        // route timeout (1 s) from the other failures; the 10 s bound only
+        // catches a hang, with room for a loaded machine.
         for (path, expected) in [
             ("/reset-silent", 503),
             ("/reset-head", 502),
@@ -44,7 +46,7 @@ fn upstream_resets_garbage_and_stalls_fail_one_request_each() {
                 }
                 Err(e) => problems.push(format!("{name} {path}: no answer: {e}")),
             }
-            if took >= Duration::from_secs(5) {
+            if took >= Duration::from_secs(10) {
                 problems.push(format!("{name} {path}: took {took:?}"));
             }
             assert_serves(&proxy, path);
@@ -59,7 +61,7 @@ fn upstream_resets_garbage_and_stalls_fail_one_request_each() {
         {
             problems.push(format!("{name}: a reset body arrived whole"));
         }
-        if took >= Duration::from_secs(5) {
+        if took >= Duration::from_secs(10) {
             problems.push(format!("{name} /reset-body: took {took:?}"));
         }
         assert_serves(&proxy, "/reset-body");
@@ -76,7 +78,8 @@ fn upstream_resets_garbage_and_stalls_fail_one_request_each() {
 #[test]
 fn upstream_refusing_is_503_and_serving_resumes_when_it_returns() {
     for which in ["envoy", "test-host"] {
-        let addr = dead_addr();
+        let refusing = HeldPort::new();
+        let addr = refusing.addr();
         let proxy = if which == "envoy" {
             setup(addr).envoy()
         } else {
@@ -87,19 +90,20 @@ fn upstream_refusing_is_503_and_serving_resumes_when_it_returns() {
             let (status, body) = out.unwrap_or_else(|e| panic!("{which}: no answer: {e}"));
             assert_eq!(status, 503, "{which}: {body}");
             assert!(body.len() < 256, "{which}: {body:?}");
-            // Soon (was `upstream_down_is_503_within_a_second`, Envoy's;
-            // `upstream_down_is_503_on_both` checked the 503): a refused
-            // connect is retried 3 times after jittered backoffs below 0.1,
-            // 0.3 and 0.7 s (retry::), so up to 1.1 s of waits.
-            assert!(took < Duration::from_secs(3), "{which}: took {took:?}");
+            // Answered after the connect retries (retry::), not left to hang
+            // (was `upstream_down_is_503_within_a_second`, Envoy's;
+            // `upstream_down_is_503_on_both` checked the 503). The 503 is not
+            // the route timeout's 504; the bound only catches a hang, with
+            // room for a loaded machine.
+            assert!(took < Duration::from_secs(10), "{which}: took {took:?}");
         }
         // Still serving what needs no upstream.
         let resp = exchange(proxy.addr(), &bare("GET", "/status", &[]));
         assert_eq!(resp.status, 200, "{which}");
         // The upstream comes back on the same port: served again, signed.
-        let upstream = Scripted::start_on(addr, script);
-        let what = format!("{which}: served 5 s after the upstream returned");
-        wait_until(Duration::from_secs(5), what, || {
+        let upstream = Scripted::serving(refusing.listen(128), script);
+        let what = format!("{which}: served once the upstream returned");
+        wait_until(Duration::from_secs(10), what, || {
             (exchange(proxy.addr(), &post("/back", &[], b"{}")).status == 200).then_some(())
         });
         let seen = upstream.seen();
@@ -126,6 +130,8 @@ fn abort_uploads(addr: SocketAddr, n: usize) {
                 );
                 s.write_all(head.as_bytes()).await.unwrap();
                 let _ = s.write_all(&vec![b'x'; 64 << 10]).await;
+                // Holds the upload open a moment before aborting it, as a
+                // client that gives up would (not a wait for an event).
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 if i % 2 == 1 {
                     let _ = s.set_zero_linger();

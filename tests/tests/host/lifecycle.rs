@@ -54,10 +54,10 @@ fn failed_vm_start_refuses_to_start() {
 
 #[tokio::test]
 async fn proxy_refuses_to_start_on_rejected_configuration() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let err = HostBuilder::new(fixture())
         .plugin_config("reject")
-        .upstream(echo.addr)
+        .upstream(echo.addr())
         .workers(2)
         .start()
         .await;

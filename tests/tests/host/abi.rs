@@ -6,7 +6,7 @@ use super::*;
 
 #[tokio::test]
 async fn header_map_functions() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = host(&echo).await;
     let req = get(
         "/h?q=1",
@@ -20,13 +20,14 @@ async fn header_map_functions() {
     let reply = send(host.local_addr(), req).await;
     assert_eq!(reply.status, 200);
     let seen = echo.last();
-    assert_eq!(seen.header("x-added").as_deref(), Some("1"));
-    assert_eq!(seen.headers.get_all("x-replace").iter().count(), 1);
-    assert_eq!(seen.header("x-replace").as_deref(), Some("new"));
-    assert_eq!(seen.header("x-remove"), None);
-    assert_eq!(seen.header("x-seen-path").as_deref(), Some("/h?q=1"));
-    assert_eq!(seen.header("host").as_deref(), Some("proxy.test"));
+    assert_eq!(seen.one("x-added").as_deref(), Some("1"));
+    assert_eq!(seen.all("x-replace").len(), 1);
+    assert_eq!(seen.one("x-replace").as_deref(), Some("new"));
+    assert_eq!(seen.one("x-remove"), None);
+    assert_eq!(seen.one("x-seen-path").as_deref(), Some("/h?q=1"));
+    assert_eq!(seen.one("host").as_deref(), Some("proxy.test"));
     assert_eq!(seen.path, "/h?q=1");
+    // An upstream header reaches the client (`/h` answers with `x-echo: 1`).
     assert_eq!(reply.header("x-fixture-response").as_deref(), Some("1"));
     assert_eq!(reply.header("x-response-code").as_deref(), Some("200"));
     assert_eq!(reply.header("x-echo").as_deref(), Some("1"));
@@ -34,7 +35,7 @@ async fn header_map_functions() {
 
 #[tokio::test]
 async fn local_response_is_sent_and_never_forwarded() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = host(&echo).await;
     let reply = send(host.local_addr(), op("local")).await;
     assert_eq!(reply.status, 418);
@@ -47,7 +48,7 @@ async fn local_response_is_sent_and_never_forwarded() {
 
 #[tokio::test]
 async fn shared_data_missing_key_is_not_found() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = host(&echo).await;
     let reply = send(host.local_addr(), op("shared-missing")).await;
     assert_eq!(field(&reply.body, "value"), "None");
@@ -56,7 +57,7 @@ async fn shared_data_missing_key_is_not_found() {
 
 #[tokio::test]
 async fn shared_data_cas_mismatch() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = host(&echo).await;
     let reply = send(host.local_addr(), op("shared-cas")).await;
     let b = &reply.body;
@@ -70,9 +71,9 @@ async fn shared_data_cas_mismatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shared_data_and_metrics_are_exact_across_workers() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = HostBuilder::new(fixture())
-        .upstream(echo.addr)
+        .upstream(echo.addr())
         .workers(3)
         .start()
         .await
@@ -90,7 +91,7 @@ async fn shared_data_and_metrics_are_exact_across_workers() {
 
 #[tokio::test]
 async fn metrics_counter_gauge_histogram_and_unknown_id() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = host(&echo).await;
     let reply = send(host.local_addr(), op("metrics")).await;
     let b = &reply.body;
@@ -109,11 +110,11 @@ async fn metrics_counter_gauge_histogram_and_unknown_id() {
     assert_eq!(host.metric("no_such_metric"), None);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn properties() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = HostBuilder::new(fixture())
-        .upstream(echo.addr)
+        .upstream(echo.addr())
         .plugin_name("jwt")
         .root_id("root-1")
         .start()
@@ -141,21 +142,21 @@ async fn properties() {
     // response.code (8-byte little-endian) in the response callback, for the local reply.
     assert_eq!(reply.header("x-response-code").as_deref(), Some("200"));
     // proxy_on_log runs once the response is sent.
-    util::eventually(|| {
+    wait("proxy_on_log ran", || {
         host.logs()
             .iter()
             .any(|l| l.message.contains("op=properties status=200"))
-    })
-    .await;
+            .then_some(())
+    });
 }
 
 #[tokio::test]
 async fn wasi_random_clock_environ_and_stdio() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let pinned = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let start = |seed| {
         HostBuilder::new(fixture())
-            .upstream(echo.addr)
+            .upstream(echo.addr())
             .clock(Clock::Pinned(pinned))
             .random(Random::Seeded(seed))
             .env("FIXTURE_ENV", "hello")
@@ -187,7 +188,7 @@ async fn wasi_random_clock_environ_and_stdio() {
 
 #[tokio::test]
 async fn wasi_os_random_differs_between_hosts() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let a = host(&echo).await;
     let b = host(&echo).await;
     let ra = send(a.local_addr(), op("wasi")).await.body;
@@ -203,9 +204,9 @@ async fn wasi_os_random_differs_between_hosts() {
 
 #[tokio::test]
 async fn log_levels_are_filtered_and_reported() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = HostBuilder::new(fixture())
-        .upstream(echo.addr)
+        .upstream(echo.addr())
         .log_level(Level::Warn)
         .start()
         .await
@@ -223,7 +224,7 @@ async fn log_levels_are_filtered_and_reported() {
 
 #[tokio::test]
 async fn bad_guest_pointer_traps_503_and_the_host_keeps_serving() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = host(&echo).await;
     let reply = send(host.local_addr(), op("bad-pointer")).await;
     assert_eq!(reply.status, 503);
@@ -238,7 +239,7 @@ async fn bad_guest_pointer_traps_503_and_the_host_keeps_serving() {
 
 #[tokio::test]
 async fn guest_panic_is_503_logged_and_the_vm_is_reloaded() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = host(&echo).await;
     assert_eq!(send(host.local_addr(), op("panic")).await.status, 503);
     let logs = host.logs();
@@ -254,27 +255,23 @@ async fn guest_panic_is_503_logged_and_the_vm_is_reloaded() {
     assert_eq!(host.metric("wasm.test-host.vm_reload_success"), None);
     assert_eq!(send(host.local_addr(), get("/next", &[])).await.status, 200);
     assert_eq!(host.metric("wasm.test-host.vm_reload_success"), Some(1));
-    assert!(
-        echo.seen()
-            .iter()
-            .all(|s| s.header("x-fixture-op").is_none())
-    );
+    assert!(echo.seen().iter().all(|s| s.one("x-fixture-op").is_none()));
 }
 
 #[tokio::test]
 async fn paused_request_is_held_until_the_filter_resumes_it() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = host(&echo).await;
     let reply = send(host.local_addr(), op("pause")).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(echo.last().header("x-fixture-op").as_deref(), Some("pause"));
+    assert_eq!(echo.last().one("x-fixture-op").as_deref(), Some("pause"));
 }
 
 #[tokio::test]
 async fn paused_request_that_is_never_resumed_gets_500_and_is_not_forwarded() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = HostBuilder::new(fixture())
-        .upstream(echo.addr)
+        .upstream(echo.addr())
         .resume_timeout(Duration::from_millis(300))
         .start()
         .await
@@ -288,7 +285,7 @@ async fn paused_request_that_is_never_resumed_gets_500_and_is_not_forwarded() {
 
 #[tokio::test]
 async fn reset_closes_the_connection_without_a_response() {
-    let echo = Echo::start().await;
+    let echo = scripted();
     let host = host(&echo).await;
     assert!(
         util::try_send(host.local_addr(), op("reset"))
