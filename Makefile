@@ -77,10 +77,7 @@ run-host: wasm echo-upstream
 	$(CARGO) build --release -p test-host
 	envoy/run.sh test-host
 
-# The tests that run envoy/run.sh (run_script::, rotation) start the debug
-# test-host binary: build it first, whatever else builds it.
 test: wasm fixtures envoy echo-static $(CHECK_VENV)/.installed
-	$(CARGO) build --workspace --bins
 	ENVOY_BIN="$$(envoy/find-envoy.sh)" $(CARGO) test --workspace
 
 lint: toolchain
