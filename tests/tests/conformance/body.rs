@@ -465,12 +465,23 @@ fn a_body_that_arrives_while_the_headers_are_paused_is_one_call() {
                         .filter(|l| l.contains("resume"))
                         .count()
                 };
-                let before = resumes();
+                let first_calls = || {
+                    proxy
+                        .filter_log()
+                        .iter()
+                        .filter(|l| l.contains("request body size=3 eos=false"))
+                        .count()
+                };
+                let (before, calls_before) = (resumes(), first_calls());
                 let mut conn = raw::Conn::connect(proxy.addr()).unwrap();
                 conn.send(head).unwrap();
-                // The rest once the filter has resumed the request.
+                // The rest once the filter has resumed the request and seen
+                // what arrived before the resume (else both may be one call).
                 wait_until(Duration::from_secs(10), "the resume", || {
                     (resumes() > before).then_some(())
+                });
+                wait_until(Duration::from_secs(10), "the body call for abc", || {
+                    (first_calls() > calls_before).then_some(())
                 });
                 conn.send(b"4\r\ndefg\r\n0\r\n\r\n").unwrap();
                 assert_eq!(conn.read_response(false).unwrap().text(), "abcdefg");
