@@ -48,10 +48,12 @@ const KNOWN_METHODS: [&str; 34] = [
 /// A request head the proxy refuses, with the answer Envoy gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// Malformed, an unknown method, `Content-Length` with `Transfer-Encoding`, a repeated or
-    /// invalid `Content-Length`, whitespace before a colon: the codec's 400.
+    /// Malformed, an unknown method, a request target with a byte outside visible ASCII
+    /// (`0x21..=0x7e`: non-ASCII UTF-8 too), `Content-Length` with `Transfer-Encoding`, a
+    /// repeated or invalid `Content-Length`, whitespace before a colon: the codec's 400.
     BadRequest,
-    /// HTTP/1.1 without `Host`: the connection manager's 400 (empty body).
+    /// The connection manager's 400 (empty body): HTTP/1.1 without `Host`, or a fragment
+    /// (`#`) in the request target.
     NoHost,
     /// A `Transfer-Encoding` other than exactly `chunked`: 501.
     NotImplemented,
@@ -116,6 +118,12 @@ pub(crate) fn check_head(head: &[u8]) -> Result<Framing, Refusal> {
     if !KNOWN_METHODS.contains(&method) {
         return Err(Refusal::BadRequest);
     }
+    // httparse lets UTF-8 through in the target; Envoy's codec takes visible ASCII only
+    // (measured: every byte `0x80..=0xff`, in the path or the query, is its 400).
+    let target = req.path.unwrap_or_default().as_bytes();
+    if !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(Refusal::BadRequest);
+    }
     let named = |name: &'static str| {
         req.headers
             .iter()
@@ -131,6 +139,10 @@ pub(crate) fn check_head(head: &[u8]) -> Result<Framing, Refusal> {
         if codings.len() > 1 || !codings[0].trim_ascii().eq_ignore_ascii_case(b"chunked") {
             return Err(Refusal::NotImplemented);
         }
+    }
+    // A fragment is refused by the connection manager, not the codec (measured).
+    if target.contains(&b'#') {
+        return Err(Refusal::NoHost);
     }
     if req.version == Some(1)
         && named("host").next().is_none()
@@ -167,7 +179,17 @@ mod tests {
 
     #[test]
     fn heads_envoy_refuses_are_refused_with_its_status() {
-        let cases: [(&str, Result<Framing, Refusal>); 14] = [
+        let cases: [(&str, Result<Framing, Refusal>); 18] = [
+            (
+                "GET /\u{e9} HTTP/1.1\nHost: a\n\n",
+                Err(Refusal::BadRequest),
+            ),
+            (
+                "GET /?q=\u{e9} HTTP/1.1\nHost: a\n\n",
+                Err(Refusal::BadRequest),
+            ),
+            ("GET /%C3%A9 HTTP/1.1\nHost: a\n\n", Ok(Framing::Empty)),
+            ("GET /a#f HTTP/1.1\nHost: a\n\n", Err(Refusal::NoHost)),
             (
                 "POST / HTTP/1.1\nHost: a\nContent-Length: 2\n\n",
                 Ok(Framing::Length(2)),

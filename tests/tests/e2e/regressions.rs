@@ -580,3 +580,50 @@ fn regression_non_utf8_connection_header_from_the_upstream_panicked_the_guest() 
         assert_never_panicked(&proxy, "a Connection value that is not UTF-8");
     }
 }
+
+/// The test host forwarded `GET /é` (valid UTF-8 in the request target) that
+/// Envoy's codec refuses: a byte outside visible ASCII in the path or the
+/// query is Envoy's 400 `Bad Request`, a fragment its connection manager's
+/// 400 with an empty body; each closes the connection. Percent-encoded, the
+/// same target is served on both.
+#[test]
+fn regression_test_host_forwarded_a_non_ascii_request_target() {
+    let cases: [(&str, &[u8], &str); 7] = [
+        ("non-ASCII UTF-8 in the path", b"/\xc3\xa9", "Bad Request"),
+        (
+            "non-ASCII UTF-8 in the query",
+            b"/a?q=\xc3\xa9",
+            "Bad Request",
+        ),
+        (
+            "an absolute target with UTF-8",
+            b"http://127.0.0.1/\xc3\xa9",
+            "Bad Request",
+        ),
+        ("a lone 0xff", b"/a\xffb", "Bad Request"),
+        ("DEL", b"/a\x7fb", "Bad Request"),
+        ("a control byte", b"/a\x01b", "Bad Request"),
+        ("a fragment", b"/a?x#f", ""),
+    ];
+    let upstream = Upstream::start();
+    for proxy in Setup::new(upstream.addr()).both() {
+        let before = upstream.seen().len();
+        for (what, target, body) in cases {
+            let mut request = b"GET ".to_vec();
+            request.extend_from_slice(target);
+            request.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+            let (resp, closed) = send(proxy.addr(), &request);
+            let resp = resp.unwrap_or_else(|| panic!("{}: {what}: no response", proxy.name()));
+            assert_eq!(resp.status, 400, "{}: {what}", proxy.name());
+            assert_eq!(resp.text(), body, "{}: {what}", proxy.name());
+            assert!(closed, "{}: {what}: connection left open", proxy.name());
+        }
+        assert_eq!(upstream.seen().len(), before, "{}: forwarded", proxy.name());
+        assert_eq!(status(&proxy)["requests_processed"], 0, "{}", proxy.name());
+        let (resp, closed) = send(proxy.addr(), &bare("GET", "/%C3%A9", &[]));
+        let resp = resp.unwrap_or_else(|| panic!("{}: no response", proxy.name()));
+        assert_eq!(resp.status, 200, "{}: {}", proxy.name(), resp.text());
+        assert!(!closed, "{}: percent-encoded target closed", proxy.name());
+        assert_eq!(upstream.last().uri, "/%C3%A9", "{}", proxy.name());
+    }
+}
