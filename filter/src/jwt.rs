@@ -248,15 +248,7 @@ mod tests {
     use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
     use serde_json::Value;
 
-    const SECRET: &str = "a9ddbcaba8c0ac1a0a812dc0c2f08514b23f2db0a68343cb8199ebb38a6d91e4ebfb378e22ad39c2d01d0b4ec9c34aa91056862ddace3fbbd6852ee60c36acbf";
-
-    fn config(extra: &str) -> Config {
-        Config::parse(
-            format!(r#"{{"secret":"{SECRET}"{extra}}}"#).as_bytes(),
-            |_| None,
-        )
-        .unwrap()
-    }
+    use crate::test_support::{SECRET, config};
 
     fn verify(token: &str, key: &[u8]) -> Value {
         let mut v = Validation::new(Algorithm::HS512);

@@ -11,6 +11,8 @@ pub mod jwt;
 pub mod keys;
 pub mod policy;
 pub mod status;
+#[cfg(test)]
+mod test_support;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -19,6 +19,8 @@ use std::time::Instant;
 use jwt_proxy_tests::raw::{bare, exchange, post};
 use jwt_proxy_tests::{SECRET, envoy_bin, root, verify, wasm};
 
+use crate::util::run;
+
 /// The stand-in images (`BASE_IMAGE`, `ENVOY_IMAGE`), built once per run.
 fn standin_images() -> &'static (String, String) {
     static IMAGES: OnceLock<(String, String)> = OnceLock::new();
@@ -59,20 +61,6 @@ fn podman_present(test: &str) -> bool {
     );
     eprintln!("compose::{test} did not run: {why}");
     false
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?} failed to start: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// The environment every compose command of the tests gets: podman, even

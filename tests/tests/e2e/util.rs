@@ -1,8 +1,9 @@
 //! Helpers several test modules share and the library does not need: raw
 //! exchanges that tell "refused" from "answered", and the upstream's view of
-//! one request through both proxies.
+//! one request through both proxies, and commands run to their end.
 
 use std::net::SocketAddr;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use jwt_proxy_tests::proxy::{Proxy, Setup};
@@ -63,4 +64,20 @@ pub fn seen_through_both(setup: &Setup, request: &[u8]) -> Vec<(String, Response
             (proxy.name().to_owned(), resp, upstream.last())
         })
         .collect()
+}
+
+/// Runs `cmd` to its end and returns its output; fails the test, with
+/// both output streams, when it cannot start or exits non-zero.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} failed to start: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

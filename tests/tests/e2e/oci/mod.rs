@@ -10,9 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use jwt_proxy_tests::{SECRET, root, wasm};
+
+use crate::util::run;
 use serde_json::Value;
 
 mod manifests;
@@ -31,20 +33,6 @@ fn tool(name: &str, package: &str) -> PathBuf {
     found.unwrap_or_else(|| {
         panic!("{name} is missing: apt-get install {package} (.ci/run installs it)")
     })
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?} failed to start: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn sha256_hex(path: &Path) -> String {
