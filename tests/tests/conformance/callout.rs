@@ -265,9 +265,10 @@ fn a_callout_from_the_root_context_is_delivered_to_the_root() {
              body=pong trailers=0/0",
             "{who}"
         );
-        // One call per ticking root context, as many on both hosts; each
-        // reached the callee.
-        let ticks = wait_until(Duration::from_secs(10), "a /tick per tick call", || {
+        // One call per ticking root context; each reached the callee (it
+        // may see a call before the filter has logged it).
+        let what = format!("{who}: a /tick per tick call");
+        let ticks = wait_until(Duration::from_secs(10), what, || {
             let calls = proxy
                 .filter_log()
                 .iter()
@@ -278,7 +279,7 @@ fn a_callout_from_the_root_context_is_delivered_to_the_root() {
                 .into_iter()
                 .filter(|c| c.path == "/tick")
                 .collect();
-            (calls >= 1 && ticks.len() == calls).then_some(ticks)
+            (calls >= 1 && ticks.len() >= calls).then_some(ticks)
         });
         let t = &ticks[0];
         assert_eq!(t.method, "GET", "{who}");
