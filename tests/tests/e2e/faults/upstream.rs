@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jwt_proxy_tests::load::{open_fds, rss_kib};
+use jwt_proxy_tests::proxy::Setup;
 use jwt_proxy_tests::raw::{bare, exchange, post};
 use jwt_proxy_tests::scripted::Scripted;
 use jwt_proxy_tests::{EnvoyBuilder, HeldPort, wait_until};
@@ -80,10 +81,14 @@ fn upstream_refusing_is_503_and_serving_resumes_when_it_returns() {
     for which in ["envoy", "test-host"] {
         let refusing = HeldPort::new();
         let addr = refusing.addr();
+        // The route's default timeout, not the faults' 1 s: the connect
+        // retries' backoffs (up to 1.1 s, retry::) may outlast 1 s, and
+        // then either host answers the route timeout's 504.
+        let setup = Setup::new(addr);
         let proxy = if which == "envoy" {
-            setup(addr).envoy()
+            setup.envoy()
         } else {
-            setup(addr).host()
+            setup.host()
         };
         for i in 0..3 {
             let (out, took) = failing_post(&proxy, &format!("/refused/{i}"));
