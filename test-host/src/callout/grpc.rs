@@ -11,6 +11,8 @@
 //! reset text, streams first getting empty initial metadata and Envoy's trailers-only
 //! local reply as trailing metadata.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes, BytesMut};
@@ -106,13 +108,18 @@ pub(crate) fn start(state: &mut HostState, call: GrpcStart) -> Result<u32, Statu
     }
     let root = state.grpc_root();
     let (tx, rx) = mpsc::unbounded_channel();
+    let request_ended = Arc::new(AtomicBool::new(false));
     if let Some(message) = call.first {
+        request_ended.store(true, Ordering::SeqCst);
         let _ = tx.send(Outbound::Message(message, true));
     }
-    let task = runtime.spawn(run(request, rx, move |event| {
+    let ended = Arc::clone(&request_ended);
+    let task = runtime.spawn(run(request, rx, ended, move |event| {
         poster.post(Completion::Grpc { token, event });
     }));
-    state.grpc.insert(token, root, task.abort_handle(), tx);
+    state
+        .grpc
+        .insert(token, root, task.abort_handle(), tx, request_ended);
     Ok(token)
 }
 
@@ -182,11 +189,12 @@ fn status_of(map: &HeaderList) -> (u32, String) {
 pub(crate) async fn run(
     req: GrpcRequest,
     outbound: mpsc::UnboundedReceiver<Outbound>,
+    request_ended: Arc<AtomicBool>,
     emit: impl Fn(GrpcEvent) + Send + 'static,
 ) {
     let kind = req.kind;
     let timeout = req.timeout.filter(|t| !t.is_zero());
-    let exchange = exchange(req, outbound, &emit);
+    let exchange = exchange(req, outbound, &request_ended, &emit);
     let result = match timeout {
         Some(t) => tokio::time::timeout(t, exchange).await.ok(),
         None => Some(exchange.await),
@@ -277,6 +285,7 @@ fn request(req: &GrpcRequest, body: RequestBody) -> Option<http::Request<Request
 async fn exchange(
     req: GrpcRequest,
     mut outbound: mpsc::UnboundedReceiver<Outbound>,
+    request_ended: &AtomicBool,
     emit: &(impl Fn(GrpcEvent) + Send),
 ) -> Result<(), Failure> {
     let started = Instant::now();
@@ -333,7 +342,10 @@ async fn exchange(
         .send_request(http_req)
         .await
         .map_err(|e| Failure::Reset(format!("{CONNECT_FAILURE}: {e}")))?;
-    let request_done = ended_rx.as_mut().is_some_and(|rx| rx.try_recv().is_ok());
+    // Complete once the filter ended its side, whether or not the last frame
+    // has been written yet (the flag is set by the hostcall itself).
+    let request_done = request_ended.load(Ordering::SeqCst)
+        || ended_rx.as_mut().is_some_and(|rx| rx.try_recv().is_ok());
     let (parts, body) = response.into_parts();
     let mut headers = to_list(&parts.headers, Some(parts.status));
     if request_done {

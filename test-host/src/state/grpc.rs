@@ -5,6 +5,8 @@
 //! it runs (buffer type 5, map types 4 and 5). Leaf: no guest memory, no wasmtime.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -100,6 +102,9 @@ struct Pending {
     root: u32,
     abort: AbortHandle,
     outbound: mpsc::UnboundedSender<Outbound>,
+    /// Set when the filter ends its side, as the hostcall runs (Envoy's router
+    /// knows the request is complete then, before any I/O).
+    request_ended: Arc<AtomicBool>,
     local_closed: bool,
     remote_closed: bool,
 }
@@ -157,6 +162,7 @@ impl GrpcCalls {
         root: u32,
         abort: AbortHandle,
         outbound: mpsc::UnboundedSender<Outbound>,
+        request_ended: Arc<AtomicBool>,
     ) {
         self.pending.insert(
             token,
@@ -164,6 +170,7 @@ impl GrpcCalls {
                 root,
                 abort,
                 outbound,
+                request_ended,
                 local_closed: false,
                 remote_closed: false,
             },
@@ -186,6 +193,9 @@ impl GrpcCalls {
         let Some(p) = self.pending.get_mut(&token) else {
             return false;
         };
+        if end_stream {
+            p.request_ended.store(true, Ordering::SeqCst);
+        }
         let _ = p.outbound.send(Outbound::Message(message, end_stream));
         if end_stream {
             p.local_closed = true;
@@ -213,6 +223,7 @@ impl GrpcCalls {
         let Some(p) = self.pending.get_mut(&token) else {
             return false;
         };
+        p.request_ended.store(true, Ordering::SeqCst);
         let _ = p.outbound.send(Outbound::Close);
         p.local_closed = true;
         if p.remote_closed {
@@ -320,7 +331,7 @@ mod tests {
         let t = g.next_token(Kind::Stream);
         let task = tokio::spawn(std::future::pending::<()>());
         let (tx, mut rx) = mpsc::unbounded_channel();
-        g.insert(t, 1, task.abort_handle(), tx);
+        g.insert(t, 1, task.abort_handle(), tx, Arc::default());
         g.closed_remotely(t);
         assert!(g.contains(t), "the filter has not closed its side");
         assert!(g.close_local(t));
