@@ -58,14 +58,7 @@ async fn http10_request_is_served_and_closed() {
 async fn keep_alive_is_per_link() {
     let echo = scripted();
     let host = host(&echo).await;
-    let stream = tokio::net::TcpStream::connect(host.local_addr())
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http1(host.local_addr()).await;
     for i in 0..3 {
         let resp = sender
             .send_request(get(&format!("/k{i}"), &[]))
@@ -157,14 +150,7 @@ async fn large_post_streams_through() {
         .unwrap();
     const MIB: usize = 1024 * 1024;
     let total = 100 * MIB;
-    let stream = tokio::net::TcpStream::connect(host.local_addr())
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = http1(host.local_addr()).await;
     let req = Request::post("/large")
         .header("host", "proxy.test")
         .body(ChunkStream {
@@ -189,4 +175,20 @@ async fn large_post_streams_through() {
     // What the upstream received, byte for byte, is what it echoed.
     assert_eq!(echoed, total);
     assert_eq!(echo.last().uri, "/large");
+}
+
+/// An HTTP/1.1 client connection to `addr`, its connection driven by a task.
+async fn http1<B>(addr: std::net::SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
 }
