@@ -12,7 +12,7 @@
 //! [`CONNECT_TIMEOUT`] (1 s), and a connect that is refused, reset or times out (nothing was
 //! sent: the request provably never reached the upstream) is tried again up to
 //! [`CONNECT_RETRIES`] (3) more times after Envoy's fully jittered backoff (a random wait below
-//! `(2^n - 1) x 0.1 s`, at most 1 s, before retry `n`). The retries happen inside the connector,
+//! `(2^n - 1) x 0.25 s`, at most 2.5 s, before retry `n`). The retries happen inside the connector,
 //! so the request, body included, is still whole when a connection exists: hyper only reads the
 //! body to write it. Counted in Envoy's cluster stats, `cluster.upstream.upstream_cx_total`
 //! (attempts), `upstream_cx_connect_fail`, `upstream_cx_connect_timeout` and `upstream_rq_retry`.
@@ -47,8 +47,8 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How many more times a failed connect is tried (the route's `num_retries`).
 pub(crate) const CONNECT_RETRIES: u32 = 3;
 /// The backoff's base and cap (the route's `retry_back_off`).
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_millis(2500);
 
 /// Why an upstream exchange failed.
 pub(crate) enum UpstreamError {
@@ -332,8 +332,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_is_envoys_jittered_exponential_capped_at_one_second() {
-        for (n, ceiling) in [(1, 100), (2, 300), (3, 700), (4, 1000), (20, 1000)] {
+    fn backoff_is_envoys_jittered_exponential_capped_at_2_5_seconds() {
+        for (n, ceiling) in [(1, 250), (2, 750), (3, 1750), (4, 2500), (20, 2500)] {
             let waits: Vec<Duration> = (0..200).map(|_| backoff(n)).collect();
             assert!(
                 waits.iter().all(|w| *w < Duration::from_millis(ceiling)),

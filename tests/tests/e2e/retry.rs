@@ -1,7 +1,7 @@
 //! Nothing lost when the upstream refuses (issue 22, SPEC 2.5): a request
 //! whose connect was refused, reset or timed out provably never reached the
 //! upstream, so both proxies send it again, up to 3 more times after a
-//! backoff (0.1 s base, 1 s max) within the route's timeout, then answer
+//! backoff (0.25 s base, 2.5 s max) within the route's timeout, then answer
 //! Envoy's `503`; a request that may have reached the upstream is never
 //! repeated (a POST is not idempotent). Side by side on Envoy and the test
 //! host, with the same assertions: Envoy's cluster stats, and the test host's
@@ -77,17 +77,26 @@ fn a_refused_post_is_tried_4_times_answered_503_once_and_served_when_the_port_li
 /// Bursts and POSTs per burst, each POST on a fresh client connection.
 const BURSTS: usize = 4;
 const BURST: usize = 96;
-/// POSTs of the 384 a proxy may lose. Without the retries Envoy lost 136
-/// and 155, the test host 2 and 54 (in 40 s). With them, measured on an idle
-/// machine: the test host 0 in 12 runs; Envoy 0 in 6 of 9 runs, else 1 whose
-/// 4 connects all timed out. Under `stress --cpu 2` beside a CI build, the
-/// slow accept loop falls further behind: Envoy lost 18, 36 and 63 (4
-/// connect timeouts each), the test host 6, 0 and 21 to the route timeout (`504`):
-/// connects the kernel completed while the accept queue was full, so the
-/// request was sent and may have reached the upstream (never retried, by the
-/// rule). The bound (25%) still fails Envoy without its retries; the exact
-/// retry rule is the refused-port test's.
-const LOSS_BOUND: usize = BURSTS * BURST / 4;
+/// POSTs of the 384 a proxy may lose. Measured at load average 8-11 (five
+/// builds beside it), runs of this test:
+/// - backoff 0.1 s / 1 s: Envoy lost 1-4 POSTs, all `503`, in 4 of 6 runs;
+/// - backoff 0.25 s / 2.5 s (the route's): Envoy lost 1 (`503`) in 2 of 28
+///   runs, the test host none in 28.
+///
+/// Envoy's remaining `503`s are its connection pool's: when one connect
+/// fails, Envoy fails every request waiting in the pool for a connection
+/// (`ConnPoolImplBase::purgePendingStreams`), so in a burst a request can
+/// spend its 4 attempts on other requests' connect timeouts. Pools per client
+/// connection (`connection_pool_per_downstream_connection`) lost none in 8
+/// runs, but would close the upstream connection with its client's (SPEC 3:
+/// they persist independently). A connect timeout of 2 s traded them for
+/// `504`s (2-13 per run): a connect the kernel completed while the accept
+/// queue was full, so the request was sent and may have reached the upstream,
+/// and by the rule it is never repeated (the test host lost 6 and 21 that way
+/// under `stress --cpu 2` beside a CI build, before this backoff).
+const ENVOY_GAVE_UP_BOUND: usize = 4;
+/// Losses of any kind (no answer, `503`, `504`).
+const LOSS_BOUND: usize = BURSTS * BURST / 10;
 
 /// `BURST` POSTs at once, each on its own connection: their statuses (0: no
 /// answer within 30 s).
@@ -170,7 +179,14 @@ fn bursts_against_a_full_accept_queue_are_retried_and_no_post_is_repeated() {
             proxy.stat(RETRY_OVERFLOW),
         );
         let lost = BURSTS * BURST - statuses.get(&200).copied().unwrap_or(0);
-        if lost > LOSS_BOUND {
+        // A `503`: the retry rule gave up after 4 connect attempts.
+        let gave_up = statuses.get(&503).copied().unwrap_or(0);
+        let gave_up_bound = if name == "envoy" {
+            ENVOY_GAVE_UP_BOUND
+        } else {
+            0
+        };
+        if gave_up > gave_up_bound || lost > LOSS_BOUND {
             problems.push(format!("{name}: lost {lost} POSTs: {statuses:?}"));
         }
         // The accept queue overflowed: the retries were needed.

@@ -82,7 +82,7 @@ fn upstream_refusing_is_503_and_serving_resumes_when_it_returns() {
         let refusing = HeldPort::new();
         let addr = refusing.addr();
         // The route's default timeout, not the faults' 1 s: the connect
-        // retries' backoffs (up to 1.1 s, retry::) may outlast 1 s, and
+        // retries' backoffs (up to 2.75 s, retry::) may outlast 1 s, and
         // then either host answers the route timeout's 504.
         let setup = Setup::new(addr);
         let proxy = if which == "envoy" {
