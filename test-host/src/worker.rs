@@ -84,8 +84,12 @@ impl Worker {
     }
 
     /// A trap failed the VM (Envoy's `FAIL_RELOAD`): it is dropped now with its contexts, and
-    /// re-created by the next call that needs it (the next request), as Envoy does.
+    /// re-created by the next call that needs it (the next request), as Envoy does. Its HTTP
+    /// calls in flight still go out, as Envoy's do, with no callback.
     fn fail(&mut self, cause: &Error) {
+        if let Some(vm) = self.vm.as_mut() {
+            vm.detach_callouts();
+        }
         self.shared.log(
             Level::Error,
             format!(
