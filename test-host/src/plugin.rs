@@ -34,7 +34,8 @@ pub struct Verdict {
     pub reset: bool,
     /// The header (or trailer) map after the callback; empty for body callbacks.
     pub headers: HeaderList,
-    /// For body callbacks: the bytes the host would forward now (`None` while buffering).
+    /// For body callbacks: the bytes the host would forward now (`None` while buffering, and
+    /// while the filter holds the body it paused at its end).
     pub body: Option<Vec<u8>>,
 }
 

@@ -84,8 +84,12 @@ impl Worker {
     }
 
     /// A trap failed the VM (Envoy's `FAIL_RELOAD`): it is dropped now with its contexts, and
-    /// re-created by the next call that needs it (the next request), as Envoy does.
+    /// re-created by the next call that needs it (the next request), as Envoy does. Its HTTP
+    /// calls in flight still go out, as Envoy's do, with no callback.
     fn fail(&mut self, cause: &Error) {
+        if let Some(vm) = self.vm.as_mut() {
+            vm.detach_callouts();
+        }
         self.shared.log(
             Level::Error,
             format!(
@@ -225,11 +229,31 @@ impl Worker {
     ) -> Result<Outcome, Error> {
         self.with_ctx(ctx, |vm, id| {
             let (action, forward) = vm.body(id, direction, chunk, end_of_stream)?;
+            if end_of_stream && forward.is_none() {
+                return Self::held_body(vm, id, direction);
+            }
             let mut outcome = Self::outcome(vm, id, direction, action, Some(Vec::new()), false)?;
             outcome.body = forward;
             outcome.headers = HeaderList::new();
             Ok(outcome)
         })
+    }
+
+    /// A body the filter paused at its end (Envoy's `StopIterationAndBuffer` on the last call):
+    /// held, with a waiter, until the filter resumes the stream (the outcome then carries the
+    /// whole body), replies or resets.
+    fn held_body(vm: &mut Vm, id: u32, direction: Direction) -> Result<Outcome, Error> {
+        let mut outcome = Self::outcome(vm, id, direction, Action::Pause, None, false)?;
+        outcome.headers = HeaderList::new();
+        if outcome.waiter.is_none() && outcome.local_reply.is_none() && !outcome.reset {
+            outcome.body = Some(std::mem::take(vm.stream_mut(id)?.body_mut(direction)));
+        }
+        Ok(outcome)
+    }
+
+    /// Re-reads a held body's stream after its waiter fired ([`Worker::body`]).
+    pub(crate) fn held(&mut self, ctx: Ctx, direction: Direction) -> Result<Outcome, Error> {
+        self.with_ctx(ctx, |vm, id| Self::held_body(vm, id, direction))
     }
 
     /// Runs a trailers callback.

@@ -7,7 +7,9 @@
 //! last data (or its trailers); what arrived while the filter paused in the headers is one
 //! call. The framing of what goes on is decided at the first forward ([`Framing`]) when the
 //! module exports the direction's body callback or paused in the headers; otherwise the body
-//! cannot change size and the head goes at once, as Envoy's router sends it.
+//! cannot change size and the head goes at once, as Envoy's router sends it. A body the filter
+//! pauses at its end is held, as Envoy holds it, until the filter resumes the stream or answers
+//! it ([`Pump::held`]).
 
 use std::sync::Arc;
 
@@ -213,6 +215,34 @@ impl Pump {
         Ok(())
     }
 
+    /// A body the filter paused at its end stays held until the filter resumes the stream (the
+    /// outcome then carries the whole body), replies or resets, as in Envoy; the host answers
+    /// 500 when the filter keeps it past the resume timeout, as for a paused head.
+    async fn held(&self, proxy: &Proxy, mut outcome: Outcome) -> Result<Outcome, Stop> {
+        let deadline = tokio::time::Instant::now() + proxy.config.resume_timeout;
+        while let Some(waiter) = outcome.waiter.take() {
+            let (ctx, direction) = (self.ctx, self.direction);
+            if tokio::time::timeout_at(deadline, waiter).await.is_err() {
+                proxy.log(
+                    Level::Error,
+                    format!(
+                        "the filter held the body of context {} and did not resume it within {:?}",
+                        ctx.id, proxy.config.resume_timeout
+                    ),
+                );
+                outcome.local_reply = Some(host_reply(500, "filter did not resume the stream\n"));
+                break;
+            }
+            outcome = self
+                .worker
+                .call(move |wk| wk.held(ctx, direction))
+                .await
+                .and_then(|r| r)
+                .map_err(Stop::Filter)?;
+        }
+        Ok(outcome)
+    }
+
     /// The body through the filter until its end.
     async fn run(&mut self, proxy: &Proxy) -> Result<(), Stop> {
         let mut ended = false;
@@ -231,6 +261,7 @@ impl Pump {
                 }
             };
             let outcome = outcome.and_then(|r| r).map_err(Stop::Filter)?;
+            let outcome = self.held(proxy, outcome).await?;
             if outcome.reset || outcome.local_reply.is_some() {
                 return Err(Stop::Filtered(outcome));
             }

@@ -140,6 +140,13 @@ impl Callouts {
         });
     }
 
+    /// Lets every call in flight finish on its own: none is aborted when this VM goes, and
+    /// none is delivered (its completion reaches no VM). Envoy still sends a call dispatched
+    /// just before its VM failed (measured, `conformance::callout`).
+    pub(crate) fn detach(&mut self) {
+        self.pending.clear();
+    }
+
     /// Calls in flight.
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
@@ -222,5 +229,19 @@ mod tests {
         assert_eq!(c.finish(a), None);
         assert_eq!(c.finish(b), Some(8));
         assert_eq!(c.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn detached_calls_outlive_their_vm_and_are_not_delivered() {
+        let mut c = Callouts::default();
+        let token = c.next_token();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move { rx.await.is_ok() });
+        c.insert(token, 7, task.abort_handle());
+        c.detach();
+        assert_eq!(c.finish(token), None);
+        drop(c);
+        tx.send(()).unwrap();
+        assert!(task.await.unwrap(), "the call ran to its end");
     }
 }

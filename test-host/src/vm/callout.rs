@@ -7,6 +7,12 @@ use crate::error::Error;
 use crate::state::callout::Completion;
 
 impl Vm {
+    /// The VM failed: its HTTP calls in flight are sent and answered all the same, and their
+    /// answers dropped ([`crate::state::callout::Callouts::detach`]).
+    pub(crate) fn detach_callouts(&mut self) {
+        self.store.data_mut().callouts.detach();
+    }
+
     /// Delivers `completion` to the root of the context that made the call; one whose context
     /// is gone (cancelled with it) is dropped.
     ///

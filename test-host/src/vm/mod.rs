@@ -283,8 +283,9 @@ impl Vm {
     }
 
     /// A body callback for `chunk`, appended to what the filter kept buffered. Returns the
-    /// action and the bytes to forward now (all buffered bytes unless the filter paused before
-    /// the end of the stream).
+    /// action and the bytes to forward now: all buffered bytes when the filter continued; none
+    /// when it paused, at the end of the stream too (Envoy holds the body then until the filter
+    /// resumes the stream or answers it).
     pub(crate) fn body(
         &mut self,
         id: u32,
@@ -298,6 +299,7 @@ impl Vm {
         let (name, f, size) = match direction {
             Direction::Request => {
                 stream.request_body.extend_from_slice(chunk);
+                stream.request_resumed = false;
                 stream.phase = Phase::RequestRest;
                 (
                     "proxy_on_request_body",
@@ -307,6 +309,7 @@ impl Vm {
             }
             Direction::Response => {
                 stream.response_body.extend_from_slice(chunk);
+                stream.response_resumed = false;
                 stream.phase = Phase::ResponseRest;
                 (
                     "proxy_on_response_body",
@@ -322,7 +325,7 @@ impl Vm {
             Direction::Request => &mut stream.request_body,
             Direction::Response => &mut stream.response_body,
         };
-        let forward = (action == Action::Continue || end_of_stream).then(|| std::mem::take(buffer));
+        let forward = (action == Action::Continue).then(|| std::mem::take(buffer));
         Ok((action, forward))
     }
 

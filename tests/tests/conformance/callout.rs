@@ -371,3 +371,43 @@ fn the_direct_plugin_api_has_no_clusters_and_says_so() {
         "{logs:?}"
     );
 }
+
+#[test]
+fn a_callout_dispatched_just_before_a_trap_is_still_sent() {
+    let upstream = Upstream::start();
+    let callee = Callee::start();
+    let setup = setup(&upstream, &callee, "");
+    for proxy in setup.both() {
+        let who = proxy.name();
+        callee.clear();
+        // The first call of the VM (no connection to the callee yet), then one after a call
+        // that left a connection open.
+        for (n, warm) in [(1, false), (2, true)] {
+            if warm {
+                assert_eq!(get(&proxy, "ok").status, 200, "{who}");
+            }
+            let r = get(&proxy, "trap");
+            assert_eq!(r.status, 503, "{who}: the trap fails the request");
+            let trapped = wait_until(
+                Duration::from_secs(10),
+                format_args!("{who}: the callee got call {n} made before the trap"),
+                || {
+                    let calls: Vec<Call> = callee
+                        .seen()
+                        .into_iter()
+                        .filter(|c| c.path == "/trapped")
+                        .collect();
+                    (calls.len() >= n).then_some(calls)
+                },
+            );
+            assert_received(&proxy, &trapped[n - 1], "/trapped", "2000");
+        }
+        // Each trap failed its VM; the re-created one numbers from 4 again (`ok`, then `trap`).
+        let lines = proxy.wait_for_lines("call trap: ok", 2);
+        assert_eq!(
+            lines,
+            ["call trap: ok token=4", "call trap: ok token=8"],
+            "{who}"
+        );
+    }
+}

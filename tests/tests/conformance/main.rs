@@ -14,6 +14,7 @@ mod callout;
 mod failure;
 mod grpc;
 mod grpc_names;
+mod hold;
 mod lifecycle;
 mod properties;
 mod queue;

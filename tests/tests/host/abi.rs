@@ -283,6 +283,34 @@ async fn paused_request_that_is_never_resumed_gets_500_and_is_not_forwarded() {
     assert!(echo.seen().is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_held_at_its_end_and_never_resumed_gets_500_and_is_not_forwarded() {
+    let echo = scripted();
+    // `conf-body`'s `call` mode holds the body until its call to `release` answers: never.
+    let release = std::thread::spawn(Scripted::stalling).join().unwrap();
+    let host = HostBuilder::new(jwt_proxy_tests::wasm("conf_body"))
+        .upstream(echo.addr())
+        .cluster("release", release.addr().to_string())
+        .resume_timeout(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let req = Request::post("/held")
+        .header("host", "proxy.test")
+        .header("x-req", "call")
+        .body(Full::new(Bytes::from_static(b"held")))
+        .unwrap();
+    let reply = send(host.local_addr(), req).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (500, "filter did not resume the stream\n")
+    );
+    wait("the filter's call to release", || {
+        (release.arrived().len() == 1).then_some(())
+    });
+    assert!(echo.seen().is_empty());
+}
+
 #[tokio::test]
 async fn reset_closes_the_connection_without_a_response() {
     let echo = scripted();
