@@ -114,9 +114,15 @@ pub(crate) fn start(state: &mut HostState, call: GrpcStart) -> Result<u32, Statu
         let _ = tx.send(Outbound::Message(message, true));
     }
     let ended = Arc::clone(&request_ended);
-    let task = runtime.spawn(run(request, rx, ended, move |event| {
-        poster.post(Completion::Grpc { token, event });
-    }));
+    let go = state.grpc.hold_start();
+    let task = runtime.spawn(async move {
+        // Not before the callback returns (either way the sender goes).
+        let _ = go.await;
+        run(request, rx, ended, move |event| {
+            poster.post(Completion::Grpc { token, event });
+        })
+        .await;
+    });
     state
         .grpc
         .insert(token, root, task.abort_handle(), tx, request_ended);

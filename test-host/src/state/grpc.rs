@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::abi::Status;
@@ -123,6 +123,11 @@ pub(crate) struct GrpcCalls {
     pub(crate) initial_metadata: Option<HeaderList>,
     /// Map type 5 while `proxy_on_grpc_receive_trailing_metadata` runs.
     pub(crate) trailing_metadata: Option<HeaderList>,
+    /// Calls and streams started by the callback that is running: their I/O
+    /// waits until it returns (dropping a sender lets it go), as Envoy, one
+    /// thread per worker, does no I/O during a callback. So a stream the
+    /// callback opens and ends is complete before any answer is read.
+    held_starts: Vec<oneshot::Sender<()>>,
 }
 
 impl Default for GrpcCalls {
@@ -135,11 +140,24 @@ impl Default for GrpcCalls {
             receive_buffer: None,
             initial_metadata: None,
             trailing_metadata: None,
+            held_starts: Vec::new(),
         }
     }
 }
 
 impl GrpcCalls {
+    /// Holds a call's I/O until the running callback returns ([`Self::release_starts`]).
+    pub(crate) fn hold_start(&mut self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.held_starts.push(tx);
+        rx
+    }
+
+    /// Lets the I/O of the calls the last callback started go.
+    pub(crate) fn release_starts(&mut self) {
+        self.held_starts.clear();
+    }
+
     /// The next token of `kind` (Envoy adds 4 each time; never one in flight).
     pub(crate) fn next_token(&mut self, kind: Kind) -> u32 {
         loop {

@@ -185,12 +185,13 @@ impl Vm {
     ) -> Result<Option<R>, Error> {
         let Some(f) = f else { return Ok(None) };
         self.store.data_mut().effective_context = context;
-        f.call(&mut self.store, params)
-            .map(Some)
-            .map_err(|e| Error::Trap {
-                callback: name.to_owned(),
-                message: one_line(&e),
-            })
+        let result = f.call(&mut self.store, params);
+        // The gRPC calls this callback started do their I/O from now on.
+        self.store.data_mut().grpc.release_starts();
+        result.map(Some).map_err(|e| Error::Trap {
+            callback: name.to_owned(),
+            message: one_line(&e),
+        })
     }
 
     /// The tick period of each root context that asked for one.
