@@ -257,6 +257,9 @@ fn h2_to(addr: SocketAddr, uri: &str) -> u16 {
     })
 }
 
+/// A token's expected `htm` and `htu`; `None`: the request is not signed.
+type Binding = Option<(&'static str, &'static str)>;
+
 #[test]
 fn request_binding_is_the_same_bytes_on_both() {
     let upstream = Upstream::start();
@@ -266,8 +269,8 @@ fn request_binding_is_the_same_bytes_on_both() {
         )),
         ..Setup::new(upstream.addr())
     };
-    // (request, the htm and htu expected; None: not forwarded)
-    let cases: [(&[u8], Option<(&str, &str)>); 8] = [
+    // (request, the htm and htu expected; None: not signed)
+    let cases: [(&[u8], Binding); 8] = [
         (
             b"POST /A/b?x=1 HTTP/1.1\r\nHost: API.Example.COM:80\r\nX-Auth-Sub: alice\r\nContent-Length: 0\r\n\r\n",
             Some(("POST", "http://api.example.com/A/b")),
@@ -405,4 +408,200 @@ fn reserved_and_unmapped_claims_are_refused_at_start_on_both() {
         );
         assert!(!leaks_key(&host) && !leaks_key(&refusal.envoy_log));
     }
+}
+
+/// A caller's ES256 key, as an identity provider holds it: made by the
+/// `openssl` command line (as docs/identity.md shows), the private key PEM
+/// for signing with the `jsonwebtoken` crate, the public one as a JWKS.
+struct CallerKey {
+    private_pem: Vec<u8>,
+    /// The public point: `x || y`, 32 bytes each.
+    xy: Vec<u8>,
+}
+
+impl CallerKey {
+    fn generate() -> CallerKey {
+        let private_pem = openssl(
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ],
+            b"",
+        );
+        let spki = openssl(&["pkey", "-pubout", "-outform", "DER"], &private_pem);
+        // An uncompressed P-256 SubjectPublicKeyInfo ends with 0x04 || x || y.
+        assert_eq!(spki[spki.len() - 65], 4, "an uncompressed point");
+        CallerKey {
+            xy: spki[spki.len() - 64..].to_vec(),
+            private_pem,
+        }
+    }
+
+    fn jwks(&self, kid: &str) -> String {
+        serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&self.xy[..32]),
+            "y": URL_SAFE_NO_PAD.encode(&self.xy[32..]),
+        }]})
+        .to_string()
+    }
+
+    fn token(&self, kid: &str, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(&self.private_pem).unwrap();
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+}
+
+/// Runs `openssl args` with `stdin`; its stdout. Fails (never skips)
+/// without the command.
+fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("openssl (the caller key of the identity test): {e}"));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// envoy/examples/identity.yaml on the real Envoy (SPEC section 2.7): its
+/// jwt_authn verifies the caller's token and sets x-auth-sub / x-auth-email
+/// from it, after removing a client's copies; the filter signs with those
+/// claims. Envoy only: the chain is Envoy's own filters.
+#[test]
+fn the_identity_example_signs_what_envoy_verified() {
+    const ISSUER: &str = "https://idp.test";
+    const KID: &str = "caller-1";
+    let caller = CallerKey::generate();
+    let stranger = CallerKey::generate();
+    let upstream = Upstream::start();
+    let example = jwt_proxy_tests::root().join("envoy/examples");
+    let mut envoy = jwt_proxy_tests::EnvoyBuilder::new(upstream.addr())
+        .template(example.join("identity.yaml"))
+        .config(std::fs::read_to_string(example.join("identity.json")).unwrap())
+        .render_env("CALLER_ISSUER", ISSUER)
+        .render_env("CALLER_JWKS", &caller.jwks(KID))
+        .start();
+    let addr = envoy.addr();
+    let exp = jwt_proxy_tests::now_secs() + 300;
+    let alice = serde_json::json!({"iss": ISSUER, "sub": "alice", "email": "alice@example.com", "exp": exp});
+    let good = caller.token(KID, &alice);
+    envoy.forbid(&good);
+    let bearer = |token: &str| format!("Authorization: Bearer {token}");
+
+    // A valid token: its sub and email in ours, its own token not forwarded.
+    let resp = exchange(addr, &post("/a", &[&bearer(&good)], b"{}"));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = upstream.last();
+    let (claims, order) = token_claims(&seen);
+    assert_eq!(order, names(&["sub", "email"]));
+    assert_eq!(
+        (claims["sub"].as_str(), claims["email"].as_str()),
+        (Some("alice"), Some("alice@example.com"))
+    );
+    assert!(seen.all("authorization").is_empty(), "forward: false");
+    assert_eq!(seen.one("x-auth-sub").as_deref(), Some("alice"));
+
+    // A client's own x-auth-* beside a valid token: removed, Envoy's win.
+    let forged = [
+        bearer(&good),
+        "X-Auth-Sub: mallory".to_owned(),
+        "X-Auth-Email: mallory@example.com".to_owned(),
+    ];
+    let forged: Vec<&str> = forged.iter().map(String::as_str).collect();
+    let resp = exchange(addr, &post("/b", &forged, b"{}"));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = upstream.last();
+    let (claims, _) = token_claims(&seen);
+    assert_eq!(
+        (claims["sub"].as_str(), claims["email"].as_str()),
+        (Some("alice"), Some("alice@example.com"))
+    );
+    assert_eq!(seen.all("x-auth-sub"), ["alice"]);
+    // A token without an email: a client's x-auth-email never becomes one.
+    let no_email = caller.token(
+        KID,
+        &serde_json::json!({"iss": ISSUER, "sub": "bob", "exp": exp}),
+    );
+    envoy.forbid(&no_email);
+    let resp = exchange(
+        addr,
+        &post(
+            "/c",
+            &[&bearer(&no_email), "X-Auth-Email: mallory@example.com"],
+            b"{}",
+        ),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = upstream.last();
+    let (claims, order) = token_claims(&seen);
+    assert_eq!(
+        (claims["sub"].as_str(), order),
+        (Some("bob"), names(&["sub"]))
+    );
+    assert!(seen.all("x-auth-email").is_empty());
+
+    // No token, or a bad one: 401 from jwt_authn, nothing upstream, a
+    // client's x-auth-sub included.
+    let before = upstream.seen().len();
+    let expired = caller.token(
+        KID,
+        &serde_json::json!({"iss": ISSUER, "sub": "alice", "exp": exp - 3600}),
+    );
+    let other_issuer = caller.token(
+        KID,
+        &serde_json::json!({"iss": "https://elsewhere.test", "sub": "alice", "exp": exp}),
+    );
+    let foreign = stranger.token(KID, &alice);
+    // One signature character changed (not the last, whose low bits are padding).
+    let at = good.len() - 10;
+    let flipped = if &good[at..=at] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{flipped}{}", &good[..at], &good[at + 1..]);
+    let refused = [
+        vec!["X-Auth-Sub: mallory".to_owned()],
+        vec![],
+        vec![bearer(&expired)],
+        vec![bearer(&other_issuer)],
+        vec![bearer(&foreign), "X-Auth-Sub: alice".to_owned()],
+        vec![bearer(&tampered)],
+        vec![bearer("not.a.token")],
+    ];
+    for headers in &refused {
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        for request in [post("/r", &headers, b"{}"), bare("GET", "/r", &headers)] {
+            let resp = exchange(addr, &request);
+            assert_eq!(
+                resp.status,
+                401,
+                "{headers:?}: {} {}",
+                resp.status,
+                resp.text()
+            );
+        }
+    }
+    assert_eq!(
+        upstream.seen().len(),
+        before,
+        "a request without a valid caller token reached the upstream"
+    );
+    // The proxy's own page needs no caller token.
+    let page = exchange(addr, &bare("GET", "/status", &[]));
+    assert_eq!(page.status, 200);
+    let figures: Value = serde_json::from_slice(&page.body).unwrap();
+    assert_eq!(figures["requests_signed"], 3);
 }
