@@ -66,16 +66,12 @@ fn names(extra: &[&str]) -> Vec<String> {
 }
 
 /// A response as the tests compare it across hosts: status, headers but
-/// `date` (a clock) and `connection`, body. Envoy closes an HTTP/1
-/// connection it answers before the request's end, and says so with
-/// `connection: close` on a filter's local reply to a request with a body;
-/// the test host does that for upstream answers only (a difference between
-/// the hosts that is not the filter's, left to the test host's owners).
+/// `date` (a clock), body.
 fn reply_bytes(resp: &Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let headers = resp
         .headers
         .iter()
-        .filter(|(n, _)| n != "date" && n != "connection")
+        .filter(|(n, _)| n != "date")
         .cloned()
         .collect();
     (resp.status, headers, resp.body.clone())
