@@ -41,6 +41,11 @@ JWT_SECRET=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
 export JWT_SECRET
 check "deploy/kubernetes/configmap.yaml (make oci)" "$@" WASM_PATH="$wasm"
 unset JWT_SECRET
+# envoy/examples/identity.yaml: Envoy's jwt_authn in front of the filter
+# (docs/identity.md), with its example filter configuration and caller JWKS.
+TEMPLATE=$root/envoy/examples/identity.yaml check "envoy/examples/identity.yaml" \
+  PLUGIN_CONFIG_FILE="$root/envoy/examples/identity.json" CALLER_ISSUER=https://idp.example \
+  CALLER_JWKS="$(cat "$root/envoy/examples/caller-jwks.json")" WASM_PATH="$wasm"
 for t in "$root"/tests/bench/*.yaml; do
   [ -f "$t" ] || continue
   TEMPLATE=$t check "${t#"$root"/}" WASM_PATH="$wasm"

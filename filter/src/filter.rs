@@ -15,7 +15,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
 use crate::config::Config;
-use crate::jwt::{NONCE_LEN, Signer, push_u64};
+use crate::jwt::{Claim, NONCE_LEN, Signer, push_u64};
 use crate::policy::{
     Decision, Format, Forward, Headers, Reply, Token, connection_names, decide, lossy, path_only,
     status_page,
@@ -200,9 +200,10 @@ impl Request {
         self.reply(status_page(&figures, format))
     }
 
-    /// Signs the request for `user` and sets the token header, replacing
-    /// every value the client sent (one hostcall).
-    fn sign(&mut self, user: &str) -> Action {
+    /// Signs the request for `user`, with `claims` after the task's, and
+    /// sets the token header, replacing every value the client sent (one
+    /// hostcall).
+    fn sign(&mut self, user: &str, claims: &[Claim]) -> Action {
         let nonce = self.shared.random.borrow_mut().nonce();
         let nonce = match nonce {
             Ok(nonce) => nonce,
@@ -215,7 +216,7 @@ impl Request {
             }
         };
         let iat = nanos(self.started) / 1_000_000_000;
-        match self.shared.signer.sign(iat, &nonce, user) {
+        match self.shared.signer.sign_with(iat, &nonce, user, claims) {
             Ok(signed) => {
                 self.set_http_request_header(&self.shared.config.header, Some(&signed.token));
                 self.jti = Some(signed.jti);
@@ -235,7 +236,7 @@ impl Request {
             self.set_http_request_header("max-forwards", Some(&hops.to_string()));
         }
         let action = match forward.token {
-            Token::Sign { user } => self.sign(&user),
+            Token::Sign { user, claims } => self.sign(&user, &claims),
             Token::Strip => {
                 self.set_http_request_header(&self.shared.config.header, None);
                 Action::Continue

@@ -17,6 +17,9 @@ use crate::keys::hmac::Hs512;
 /// Bytes of randomness in a `jti` (128 bits, rendered as 32 lowercase hex digits).
 pub const NONCE_LEN: usize = 16;
 
+/// A string claim after the task's: its name and value (SPEC section 2.7).
+pub type Claim = (String, String);
+
 /// A token and the `jti` it carries (the `jti` is what gets logged).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Signed {
@@ -109,9 +112,13 @@ impl Signer {
     }
 
     /// The claims as compact JSON, members in the order `iss`, `aud`, `iat`,
-    /// `exp`, `jti`, `payload` (the order PyJWT and serde keep).
-    fn claims(&self, iat: u64, jti: &str, user: &str, date: &str) -> String {
-        let mut json = String::with_capacity(self.claims_prefix.len() + 120 + user.len());
+    /// `exp`, `jti`, `payload` (the order PyJWT and serde keep), then
+    /// `extra` in its order (SPEC section 2.7: the claims from headers, then
+    /// `htm` and `htu`), each a string.
+    fn claims(&self, iat: u64, jti: &str, user: &str, date: &str, extra: &[Claim]) -> String {
+        let extra_len: usize = extra.iter().map(|(n, v)| n.len() + v.len() + 6).sum();
+        let mut json =
+            String::with_capacity(self.claims_prefix.len() + 120 + user.len() + extra_len);
         json.push_str(&self.claims_prefix);
         json.push_str(r#""iat":"#);
         push_u64(&mut json, iat);
@@ -125,7 +132,14 @@ impl Signer {
         push_json_string(&mut json, user);
         json.push_str(r#","date":""#);
         json.push_str(date);
-        json.push_str("\"}}");
+        json.push_str("\"}");
+        for (name, value) in extra {
+            json.push(',');
+            push_json_string(&mut json, name);
+            json.push(':');
+            push_json_string(&mut json, value);
+        }
+        json.push('}');
         json
     }
 
@@ -135,9 +149,24 @@ impl Signer {
     /// # Errors
     /// [`SignError::TimeOutOfRange`] when `iat` has no calendar date.
     pub fn sign(&self, iat: u64, nonce: &[u8; NONCE_LEN], user: &str) -> Result<Signed, SignError> {
+        self.sign_with(iat, nonce, user, &[])
+    }
+
+    /// [`Signer::sign`] with more claims after the task's, in order: string
+    /// claims named and valued by the caller (SPEC section 2.7).
+    ///
+    /// # Errors
+    /// [`SignError::TimeOutOfRange`] when `iat` has no calendar date.
+    pub fn sign_with(
+        &self,
+        iat: u64,
+        nonce: &[u8; NONCE_LEN],
+        user: &str,
+        extra: &[Claim],
+    ) -> Result<Signed, SignError> {
         let date = utc_date(iat)?;
         let jti = hex::encode(nonce);
-        let json = self.claims(iat, &jti, user, &date);
+        let json = self.claims(iat, &jti, user, &date, extra);
 
         let mut token = String::with_capacity(self.header_prefix.len() + json.len() * 4 / 3 + 90);
         token.push_str(&self.header_prefix);
@@ -365,6 +394,63 @@ mod tests {
     }
 
     #[test]
+    fn known_answer_with_claims_after_the_task_s() {
+        // Computed independently with Python's hmac, base64 and json
+        // (separators (",", ":"), ensure_ascii=False), members in this order.
+        let extra = [
+            ("sub", "alice"),
+            ("email", "a\"b\u{e9}"),
+            ("htm", "POST"),
+            ("htu", "http://h/x"),
+        ]
+        .map(|(n, v)| (n.to_owned(), v.to_owned()));
+        let signed = Signer::new(&config(""))
+            .unwrap()
+            .sign_with(1_700_000_000, &[0; 16], "username", &extra)
+            .unwrap();
+        assert_eq!(
+            signed.token,
+            "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9.eyJpYXQiOjE3MDAwMDAwMDAsImp0aSI6IjAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwIiwicGF5bG9hZCI6eyJ1c2VyIjoidXNlcm5hbWUiLCJkYXRlIjoiMjAyMy0xMS0xNCJ9LCJzdWIiOiJhbGljZSIsImVtYWlsIjoiYVwiYsOpIiwiaHRtIjoiUE9TVCIsImh0dSI6Imh0dHA6Ly9oL3gifQ.3m_SothlFNg0h16k4r6qreh6rumCYoUYg5UN0Nz9oDYCKnAlgLvqPAdVVgnpfDpaEK0nm2Ey5Dcpzapn12nEmQ"
+        );
+        // No extra claims: exactly `sign`'s token.
+        let signer = Signer::new(&config("")).unwrap();
+        assert_eq!(
+            signer.sign_with(1_700_000_000, &[0; 16], "username", &[]),
+            signer.sign(1_700_000_000, &[0; 16], "username")
+        );
+    }
+
+    #[test]
+    fn claims_after_the_task_s_are_escaped_and_verify() {
+        let nasty = "a\"b\\c\r\n\0\u{7f}\u{fffd}</script>";
+        let extra = vec![
+            ("sub".to_owned(), nasty.to_owned()),
+            ("x\"y".to_owned(), String::new()),
+        ];
+        let c = config(r#","ttl_seconds":300,"issuer":"gw""#);
+        let signed = Signer::new(&c)
+            .unwrap()
+            .sign_with(1000, &[0; 16], "u", &extra)
+            .unwrap();
+        let claims = verify(&signed.token, SECRET.as_bytes());
+        assert_eq!(claims["sub"], nasty);
+        assert_eq!(claims["x\"y"], "");
+        assert_eq!(claims["exp"], 1300);
+        let json = Signer::new(&c)
+            .unwrap()
+            .claims(1000, "ab", "u", "1970-01-01", &extra);
+        assert_eq!(serde_json::from_str::<Value>(&json).unwrap()["sub"], nasty);
+        assert!(
+            json.starts_with(r#"{"iss":"gw","iat":1000,"exp":1300,"jti":"ab","payload":{"#)
+                && json.ends_with(&format!(
+                    r#""date":"1970-01-01"}},"sub":{},"x\"y":""}}"#,
+                    serde_json::to_string(nasty).unwrap()
+                )),
+            "{json}"
+        );
+    }
+
+    #[test]
     fn json_strings_are_escaped_like_serde_json() {
         for s in [
             "",
@@ -383,7 +469,7 @@ mod tests {
     fn claims_match_serde_json_with_every_optional_claim() {
         let c = config(r#","ttl_seconds":300,"issuer":"g\"w","audience":"api""#);
         let signer = Signer::new(&c).unwrap();
-        let json = signer.claims(1000, "ab", "u\n", "1970-01-01");
+        let json = signer.claims(1000, "ab", "u\n", "1970-01-01", &[]);
         assert_eq!(
             serde_json::from_str::<Value>(&json).unwrap(),
             serde_json::json!({"iss": "g\"w", "aud": "api", "iat": 1000, "exp": 1300,

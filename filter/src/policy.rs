@@ -1,5 +1,6 @@
 //! The request policy: which requests are answered here, refused, signed or
-//! forwarded unsigned (SPEC sections 2.1, 2.3 and 7), and the local replies.
+//! forwarded unsigned (SPEC sections 2.1, 2.3 and 7), with which claims
+//! (section 2.7: claims from headers, request binding), and the local replies.
 //!
 //! Pure functions from what the host told us (the method, the path, the few
 //! headers a rule needs) to a [`Decision`]; the proxy-wasm contexts read the
@@ -10,6 +11,7 @@
 use std::borrow::Cow;
 
 use crate::config::{Config, MAX_USER_LEN};
+use crate::jwt::Claim;
 use crate::status::{Figures, wants_html};
 
 /// The methods the proxy serves, for its own answers to `OPTIONS` and
@@ -67,6 +69,11 @@ pub enum Token {
     Sign {
         /// The token's `payload.user`.
         user: String,
+        /// String claims after the task's, in this order: those of
+        /// `claims_from_headers` whose header is present (in the
+        /// configuration's order), then `htm` and `htu` with `bind_request`.
+        /// Empty with the default configuration (no allocation).
+        claims: Vec<Claim>,
     },
 }
 
@@ -106,6 +113,22 @@ impl Reply {
             status: 405,
             headers: vec![("allow", allow), ("content-type", "text/plain")],
             body: Some(Cow::Borrowed(b"method not allowed\n")),
+        }
+    }
+
+    /// The `401` for a signed request without a claim of `require_claims`
+    /// (SPEC section 2.7): an authentication layer in front did not vouch for
+    /// the caller.
+    pub fn missing_claim(claim: &str) -> Reply {
+        Reply {
+            status: 401,
+            headers: vec![
+                ("www-authenticate", "Bearer"),
+                ("content-type", "text/plain"),
+            ],
+            body: Some(Cow::Owned(
+                format!("missing identity claim: {claim}\n").into_bytes(),
+            )),
         }
     }
 
@@ -164,8 +187,8 @@ pub fn decide(config: &Config, method: &str, path: &str, headers: &impl Headers)
         _ => {}
     }
     let token = if config.signs(method) {
-        match user(config, headers, max_forwards) {
-            Ok(user) => Token::Sign { user },
+        match sign(config, method, path, headers, max_forwards) {
+            Ok(token) => token,
             Err(reply) => return Decision::Reply(reply),
         }
     } else {
@@ -239,11 +262,56 @@ fn options(max_forwards: Option<&[u8]>) -> Hops {
     }
 }
 
+/// The token of a request that gets one: `payload.user` ([`user`]), the
+/// claims from headers ([`identity`]), then `htm` and `htu` ([`binding`]).
+/// Refusals in that order: a header over the limit (`400`), a required claim
+/// missing (`401`), no authority to bind to (`400`).
+#[inline]
+fn sign(
+    config: &Config,
+    method: &str,
+    path: &str,
+    headers: &impl Headers,
+    max_forwards: Option<u64>,
+) -> Result<Token, Reply> {
+    let user = user(config, headers, max_forwards)?;
+    let mut claims = Vec::new();
+    if !config.claims_from_headers.is_empty() {
+        claims = identity(config, headers, max_forwards)?;
+    }
+    if config.bind_request {
+        let (htm, htu) = binding(method, path, headers)?;
+        claims.push(("htm".to_owned(), htm));
+        claims.push(("htu".to_owned(), htu));
+    }
+    Ok(Token::Sign { user, claims })
+}
+
+/// A header's value for a claim, as forwarded: a `max-forwards` the filter
+/// rewrites (`max_forwards`) reads as rewritten, as the filter always has
+/// (it rewrites that header first); over [`MAX_USER_LEN`] bytes: `400`; not
+/// UTF-8: U+FFFD.
+fn claim_value(
+    headers: &impl Headers,
+    name: &str,
+    max_forwards: Option<u64>,
+) -> Result<Option<String>, Reply> {
+    let value = match max_forwards {
+        Some(n) if name == "max-forwards" => Some(n.to_string().into_bytes()),
+        _ => headers.bytes(name),
+    };
+    match value {
+        None => Ok(None),
+        Some(v) if v.len() > MAX_USER_LEN => Err(Reply::refuse(
+            400,
+            &format!("the {name} header is longer than {MAX_USER_LEN} bytes"),
+        )),
+        Some(v) => Ok(Some(lossy(v))),
+    }
+}
+
 /// The value of `payload.user`: the `user_header`'s value when configured
-/// and present (not UTF-8: U+FFFD), else `user`; a value over
-/// [`MAX_USER_LEN`] bytes is refused with `400`. A `user_header` of
-/// `max-forwards` reads the value as forwarded (`max_forwards`, when it is
-/// rewritten), as the filter always has: it rewrites that header first.
+/// and present ([`claim_value`]'s rules), else `user`.
 #[inline]
 fn user(
     config: &Config,
@@ -253,18 +321,80 @@ fn user(
     let Some(name) = &config.user_header else {
         return Ok(config.user.clone());
     };
-    let value = match max_forwards {
-        Some(n) if name == "max-forwards" => Some(n.to_string().into_bytes()),
-        _ => headers.bytes(name),
-    };
-    match value {
-        None => Ok(config.user.clone()),
-        Some(v) if v.len() > MAX_USER_LEN => Err(Reply::refuse(
-            400,
-            &format!("the {name} header is longer than {MAX_USER_LEN} bytes"),
-        )),
-        Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
+    Ok(claim_value(headers, name, max_forwards)?.unwrap_or_else(|| config.user.clone()))
+}
+
+/// The claims of `claims_from_headers` (SPEC section 2.7), in the
+/// configuration's order: each header present gives its claim
+/// ([`claim_value`]'s rules), an absent one leaves it out; then the first
+/// claim of `require_claims` left out is answered with `401`.
+fn identity(
+    config: &Config,
+    headers: &impl Headers,
+    max_forwards: Option<u64>,
+) -> Result<Vec<Claim>, Reply> {
+    // Room for `htm` and `htu` too.
+    let mut claims = Vec::with_capacity(config.claims_from_headers.len() + 2);
+    for (claim, header) in &config.claims_from_headers {
+        if let Some(value) = claim_value(headers, header, max_forwards)? {
+            claims.push((claim.clone(), value));
+        }
     }
+    if let Some(missing) = config
+        .require_claims
+        .iter()
+        .find(|r| !claims.iter().any(|(c, _)| c == *r))
+    {
+        return Err(Reply::missing_claim(missing));
+    }
+    Ok(claims)
+}
+
+/// Request binding (SPEC section 2.7, RFC 9449 section 4.2): `htm`, the
+/// method, and `htu` ([`htu`]) from `:scheme`, `:authority` and `path` (the
+/// request path without query or fragment, [`path_only`]). A request without
+/// a scheme or an authority (absent, or nothing but a default port) is
+/// refused with `400`: the token would fit any host.
+fn binding(method: &str, path: &str, headers: &impl Headers) -> Result<(String, String), Reply> {
+    let value = |name| headers.bytes(name).map(lossy);
+    value(":scheme")
+        .zip(value(":authority"))
+        .and_then(|(scheme, authority)| htu(&scheme, &authority, path))
+        .map(|htu| (method.to_owned(), htu))
+        .ok_or_else(|| Reply::refuse(400, "no scheme or authority to bind the token to"))
+}
+
+/// RFC 9449 section 4.2's `htu`: the scheme and the authority lowercased
+/// (ASCII), the authority without the scheme's default port (`:80` for
+/// `http`, `:443` for `https`), then `path` (without query or fragment) as
+/// received; nothing else is normalized (an empty path stays empty).
+/// `None` when the scheme or the host (the authority without that port) is
+/// empty.
+pub fn htu(scheme: &str, authority: &str, path: &str) -> Option<String> {
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = authority.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => Some(":80"),
+        "https" => Some(":443"),
+        _ => None,
+    };
+    let host = default_port
+        .and_then(|port| authority.strip_suffix(port))
+        .unwrap_or(&authority);
+    if scheme.is_empty() || host.is_empty() {
+        return None;
+    }
+    let mut htu = String::with_capacity(scheme.len() + 3 + host.len() + path.len());
+    htu.push_str(&scheme);
+    htu.push_str("://");
+    htu.push_str(host);
+    htu.push_str(path_only_str(path));
+    Some(htu)
+}
+
+/// `path` up to its first `?` or `#` ([`path_only`] without the copy).
+fn path_only_str(path: &str) -> &str {
+    &path[..path.find(['?', '#']).unwrap_or(path.len())]
 }
 
 /// A request pseudo-header (`:method`, `:path`) read as bytes, as text:

@@ -60,6 +60,13 @@ pub struct RawConfig {
     pub signing_key: Option<String>,
     /// Whether to log one line per request.
     pub log_requests: bool,
+    /// Claims from request headers (SPEC section 2.7): claim name and header
+    /// name, in the order written.
+    pub claims_from_headers: Vec<(String, String)>,
+    /// Claims of `claims_from_headers` a signed request must carry.
+    pub require_claims: Vec<String>,
+    /// Whether tokens carry `htm` and `htu` (SPEC section 2.7).
+    pub bind_request: bool,
 }
 
 /// One key of a ring as written. Its `Debug` shows `secret` as `<redacted>`.
@@ -107,6 +114,9 @@ impl fmt::Debug for RawConfig {
             .field("keys", &self.keys)
             .field("signing_key", &self.signing_key)
             .field("log_requests", &self.log_requests)
+            .field("claims_from_headers", &self.claims_from_headers)
+            .field("require_claims", &self.require_claims)
+            .field("bind_request", &self.bind_request)
             .finish()
     }
 }
@@ -153,6 +163,9 @@ impl Default for RawConfig {
             keys: None,
             signing_key: None,
             log_requests: true,
+            claims_from_headers: Vec::new(),
+            require_claims: Vec::new(),
+            bind_request: false,
         }
     }
 }
@@ -191,7 +204,22 @@ pub struct Config {
     pub ring: Vec<RingKey>,
     /// Whether to log one line per request.
     pub log_requests: bool,
+    /// Claims from request headers: claim name and lower-case header name,
+    /// in the order written, which is their order in the token (after the
+    /// claims of SPEC section 2.1).
+    pub claims_from_headers: Vec<(String, String)>,
+    /// Claims of `claims_from_headers` a signed request must carry, else 401.
+    pub require_claims: Vec<String>,
+    /// Whether tokens carry `htm` and `htu`, after the claims from headers.
+    pub bind_request: bool,
 }
+
+/// Claim names `claims_from_headers` cannot take (SPEC section 2.7): the
+/// registered claims the filter sets or a verifier checks, the task's
+/// `payload`, request binding's `htm` / `htu`, and `kid` (the JOSE header's).
+pub const RESERVED_CLAIMS: [&str; 10] = [
+    "iat", "jti", "exp", "nbf", "iss", "aud", "payload", "htm", "htu", "kid",
+];
 
 /// Where the signing key came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,6 +348,18 @@ impl Config {
             }
         }
 
+        let claims_from_headers = claim_headers(&raw.claims_from_headers, &header)?;
+        if let Some(bad) = raw
+            .require_claims
+            .iter()
+            .find(|r| !claims_from_headers.iter().any(|(c, _)| c == *r))
+        {
+            return Err(ConfigError::new(
+                "require_claims",
+                format!("{} is not a claim of claims_from_headers", shown(bad)),
+            ));
+        }
+
         Ok(Config {
             key,
             key_source,
@@ -334,6 +374,9 @@ impl Config {
             key_id,
             ring,
             log_requests: raw.log_requests,
+            claims_from_headers,
+            require_claims: raw.require_claims,
+            bind_request: raw.bind_request,
         })
     }
 
@@ -400,6 +443,19 @@ impl fmt::Display for Config {
             opt(&self.audience),
             opt(&self.key_id),
             self.log_requests,
+        )?;
+        let claims: Vec<String> = self
+            .claims_from_headers
+            .iter()
+            .map(|(claim, header)| format!("{}:{}", quoted(claim), quoted(header)))
+            .collect();
+        let required: Vec<String> = self.require_claims.iter().map(|c| quoted(c)).collect();
+        write!(
+            f,
+            " claims_from_headers={{{}}} require_claims=[{}] bind_request={}",
+            claims.join(","),
+            required.join(","),
+            self.bind_request
         )
     }
 }
@@ -460,6 +516,59 @@ fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(name.to_ascii_lowercase())
+}
+
+/// How errors name a claim of `claims_from_headers`:
+/// `claims_from_headers.NAME`, a long name (a key pasted in) by its length
+/// only.
+fn claim_field(claim: &str) -> String {
+    let chars = claim.chars().count();
+    if chars > MAX_QUOTED {
+        format!("claims_from_headers.<a claim of {chars} characters>")
+    } else {
+        format!("claims_from_headers.{claim}")
+    }
+}
+
+/// `claims_from_headers` validated: each claim named, not reserved, its
+/// header a valid header name (as `user_header`: no `_`) and not the token
+/// header (`token_header`, which the filter always replaces: its value is the
+/// client's). Header names lowercased.
+fn claim_headers(
+    claims: &[(String, String)],
+    token_header: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    const FIELD: &str = "claims_from_headers";
+    claims
+        .iter()
+        .map(|(claim, header)| {
+            if claim.is_empty() {
+                return Err(ConfigError::new(FIELD, "a claim name must not be empty"));
+            }
+            let field = claim_field(claim);
+            if RESERVED_CLAIMS.contains(&claim.as_str()) {
+                return Err(ConfigError::new(
+                    &field,
+                    format!(
+                        "`{claim}` is reserved (the filter or a verifier gives it its own \
+                         meaning): {}",
+                        RESERVED_CLAIMS.join(", ")
+                    ),
+                ));
+            }
+            let header = header_name(&field, header)?;
+            if header == token_header {
+                return Err(ConfigError::new(
+                    &field,
+                    format!(
+                        "{} is the token header, which only a client can have set",
+                        shown(&header)
+                    ),
+                ));
+            }
+            Ok((claim.clone(), header))
+        })
+        .collect()
 }
 
 #[cfg(test)]

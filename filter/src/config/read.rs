@@ -8,12 +8,13 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::{ConfigError, MAX_QUOTED, RawConfig, RawKey, SecretEncoding, shown};
+use super::{ConfigError, MAX_QUOTED, RawConfig, RawKey, SecretEncoding, claim_field, shown};
 
 /// Every field `RawConfig` knows, for the "unknown field" message.
 const FIELDS: &str = "`secret`, `secret_env`, `secret_encoding`, `header`, `sign_methods`, \
     `user`, `user_header`, `status_path`, `ttl_seconds`, `issuer`, `audience`, `key_id`, \
-    `keys`, `signing_key`, `log_requests`";
+    `keys`, `signing_key`, `log_requests`, `claims_from_headers`, `require_claims`, \
+    `bind_request`";
 
 /// Every field of a key in `keys`.
 const KEY_FIELDS: &str = "`id`, `secret`, `secret_env`, `encoding`";
@@ -58,6 +59,11 @@ impl RawConfig {
                     seen.push(name);
                     continue;
                 }
+                Node::Members(members) => {
+                    raw.claims_from_headers = claim_headers(f, members)?;
+                    seen.push(name);
+                    continue;
+                }
                 Node::Value(value) => value,
             };
             match name.as_str() {
@@ -75,6 +81,10 @@ impl RawConfig {
                 "key_id" => raw.key_id = optional(f, value, string)?,
                 "signing_key" => raw.signing_key = optional(f, value, string)?,
                 "log_requests" => raw.log_requests = boolean(f, value)?,
+                "require_claims" => {
+                    raw.require_claims = optional(f, value, strings)?.unwrap_or_default();
+                }
+                "bind_request" => raw.bind_request = boolean(f, value)?,
                 _ => {
                     return Err(ConfigError::new(
                         f,
@@ -100,10 +110,101 @@ enum Document {
 /// A member's value: a `serde_json::Value`, except `keys`, whose objects are
 /// read as documents too, so a key's repeated field is refused like any
 /// other. `Documents` holds `None` for `null`, else the array's documents or
-/// the kind of the value that is not an array.
+/// the kind of the value that is not an array. `claims_from_headers` is read
+/// as `Members`: its order is the claims' order in the token, and a
+/// `serde_json::Value` object neither keeps the order (without serde_json's
+/// `preserve_order`) nor a repeated name.
 enum Node {
     Value(Value),
     Documents(Option<Result<Vec<Document>, &'static str>>),
+    Members(Option<Result<Vec<(String, Value)>, &'static str>>),
+}
+
+/// The value of `claims_from_headers`, read by [`MembersVisitor`].
+struct Members(Option<Result<Vec<(String, Value)>, &'static str>>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(MembersVisitor)
+    }
+}
+
+/// Takes an object's members in document order, repeated names kept,
+/// `null`, or any other kind (to be refused with a message of our own).
+struct MembersVisitor;
+
+impl<'de> Visitor<'de> for MembersVisitor {
+    type Value = Members;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+        let mut members = Vec::new();
+        while let Some(member) = map.next_entry::<String, Value>()? {
+            members.push(member);
+        }
+        Ok(Members(Some(Ok(members))))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Members, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Members(Some(Err("an array"))))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Members, E> {
+        Ok(Members(Some(Err("a string"))))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Members, E> {
+        Ok(Members(Some(Err("a boolean"))))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Members, E> {
+        Ok(Members(Some(Err("a number"))))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Members, E> {
+        Ok(Members(Some(Err("a number"))))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Members, E> {
+        Ok(Members(Some(Err("a number"))))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Members, E> {
+        Ok(Members(None))
+    }
+}
+
+/// `claims_from_headers`: claim name to header name, in document order; a
+/// repeated claim is refused, each value must be a string (checked as a
+/// header name by `Config::from_raw`).
+fn claim_headers(
+    field: &str,
+    members: Option<Result<Vec<(String, Value)>, &'static str>>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let members = match members {
+        None => return Ok(Vec::new()),
+        Some(Err(kind)) => {
+            return Err(ConfigError::new(
+                field,
+                format!("invalid type: {kind}, expected an object of claim names to header names"),
+            ));
+        }
+        Some(Ok(members)) => members,
+    };
+    let mut claims: Vec<(String, String)> = Vec::with_capacity(members.len());
+    for (claim, value) in members {
+        let sub = claim_field(&claim);
+        if claims.iter().any(|(c, _)| *c == claim) {
+            return Err(ConfigError::new(&sub, format!("duplicate claim `{sub}`")));
+        }
+        let header = string(&sub, value)?;
+        claims.push((claim, header));
+    }
+    Ok(claims)
 }
 
 /// The value of `keys`, read by [`DocumentsVisitor`].
@@ -204,7 +305,7 @@ fn key(field: &str, doc: Document) -> Result<RawKey, ConfigError> {
         }
         let value = match node {
             Node::Value(value) => value,
-            Node::Documents(_) => Value::Null,
+            Node::Documents(_) | Node::Members(_) => Value::Null,
         };
         let f = sub.as_str();
         match name.as_str() {
@@ -247,6 +348,8 @@ impl<'de> Visitor<'de> for DocumentVisitor {
         while let Some(name) = map.next_key::<String>()? {
             let node = if name == "keys" {
                 Node::Documents(map.next_value::<Documents>()?.0)
+            } else if name == "claims_from_headers" {
+                Node::Members(map.next_value::<Members>()?.0)
             } else {
                 Node::Value(map.next_value()?)
             };

@@ -153,7 +153,13 @@ impl Exchange {
             return Err(StreamReset);
         }
         if let Some(reply) = outcome.local_reply {
-            return Ok(self.local_response(reply).await);
+            // Envoy closes an HTTP/1 connection after a local reply with status 400 (a
+            // messaging error, its `onLocalReply`) or one sent before the request's end (from
+            // the headers callback, a body still to come; after a pause it may have read the
+            // body meanwhile), and says so with `connection: close`.
+            let close = inbound.parts.version != Version::HTTP_2
+                && (reply.status == 400 || (!paused && !inbound.body.is_end_stream()));
+            return Ok(closing(self.local_response(reply).await, close));
         }
         if inbound.parts.method == Method::CONNECT {
             // The router has no route for CONNECT: 404, and the connection closes.

@@ -110,9 +110,10 @@ pub(crate) fn refused_early(parts: &http::request::Parts, named: &[String]) -> O
 }
 
 /// The request header map the filter sees, as Envoy's connection manager builds it before any
-/// filter: pseudo-headers (`:path` absent for CONNECT), hop-by-hop headers and `Host` removed,
-/// a client's `x-envoy-*` removed (the header_mutation filter), `x-forwarded-proto` set, and
-/// names with `_` dropped; returns the map and how many were dropped.
+/// filter: pseudo-headers (`:path` absent for CONNECT, an HTTP/2 client's `:scheme` kept),
+/// hop-by-hop headers and `Host` removed, a client's `x-envoy-*` removed (the header_mutation
+/// filter), `x-forwarded-proto` set, and names with `_` dropped; returns the map and how many
+/// were dropped.
 pub(crate) fn request_map(parts: &http::request::Parts, named: &[String]) -> (HeaderList, i64) {
     let authority = parts
         .uri
@@ -133,7 +134,14 @@ pub(crate) fn request_map(parts: &http::request::Parts, named: &[String]) -> (He
         headers.add(":path", path.as_bytes());
     }
     headers.add(":method", parts.method.as_str().as_bytes());
-    headers.add(":scheme", b"http");
+    // An HTTP/2 client's `:scheme` is kept, as Envoy keeps it (a token's
+    // `htu` names it, SPEC section 2.7); HTTP/1 requests are `http`, the
+    // listener's (Envoy refuses an absolute `https://` target on it).
+    let scheme = match parts.version {
+        Version::HTTP_2 => parts.uri.scheme_str().unwrap_or("http"),
+        _ => "http",
+    };
+    headers.add(":scheme", scheme.as_bytes());
     let mut underscores = 0;
     for (name, value) in &parts.headers {
         let n = name.as_str();

@@ -627,3 +627,48 @@ fn regression_test_host_forwarded_a_non_ascii_request_target() {
         assert_eq!(upstream.last().uri, "/%C3%A9", "{}", proxy.name());
     }
 }
+
+/// The test host kept an HTTP/1 connection open after a filter's local
+/// reply where Envoy closes it (found by the claims tests, issue 23): Envoy
+/// closes after a local reply with status 400 (its `onLocalReply`: a
+/// messaging error) and after one sent before the request's end (the
+/// headers callback answered, a body still to come), with `connection:
+/// close`; other local replies keep the connection.
+#[test]
+fn regression_test_host_kept_connections_envoy_closes_after_a_local_reply() {
+    let over = format!("X-User: {}", "u".repeat(257));
+    // (request, status, closed)
+    let cases: [(Vec<u8>, u16, bool); 6] = [
+        (post("/status", &[], b"{}"), 405, true),
+        (post("/status", &[], b""), 405, false),
+        (post("/a", &[&over], b""), 400, true),
+        (post("/a", &[&over], b"{}"), 400, true),
+        (bare("TRACE", "/t", &[]), 405, false),
+        (bare("GET", "/status", &[]), 200, false),
+    ];
+    let upstream = Upstream::start();
+    let setup = Setup {
+        config: format!(r#"{{"secret":"{SECRET}","user_header":"x-user"}}"#),
+        ..Setup::new(upstream.addr())
+    };
+    for proxy in setup.both() {
+        for (request, want, close) in &cases {
+            let what = format!(
+                "{}: {:.40?}",
+                proxy.name(),
+                String::from_utf8_lossy(request)
+            );
+            let (resp, closed) = send(proxy.addr(), request);
+            let resp = resp.unwrap_or_else(|| panic!("{what}: no response"));
+            assert_eq!(resp.status, *want, "{what}: {}", resp.text());
+            assert_eq!(closed, *close, "{what}: connection closed?");
+            let header = resp.header("connection").map(str::to_owned);
+            assert_eq!(
+                header.as_deref() == Some("close"),
+                *close,
+                "{what}: {header:?}"
+            );
+        }
+        assert!(upstream.seen().is_empty(), "{}: forwarded", proxy.name());
+    }
+}
