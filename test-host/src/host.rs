@@ -171,6 +171,16 @@ impl Host {
         histogram(&self.shared, name)
     }
 
+    /// Jobs the proxy has sent to its VMs' worker threads so far (each a hop from tokio to a
+    /// VM's thread: a callback, a lookup, the end of a request, a stop). A POST through a
+    /// filter that exports no body callback costs 3 (README "The request path").
+    #[must_use]
+    pub fn worker_round_trips(&self) -> u64 {
+        self.shared
+            .round_trips
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A shared-data value, by key.
     #[must_use]
     pub fn shared_data(&self, key: &str) -> Option<Vec<u8>> {

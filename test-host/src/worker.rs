@@ -44,6 +44,8 @@ pub(crate) struct Outcome {
     /// The module exports this direction's body callback: the body may change size, so the
     /// message's head waits for the first forward to choose its framing.
     pub(crate) body_callback: bool,
+    /// The module exports this direction's trailers callback.
+    pub(crate) trailers_callback: bool,
 }
 
 /// The thread-side owner of a VM.
@@ -195,6 +197,7 @@ impl Worker {
             body,
             waiter,
             body_callback: vm.has_body_callback(direction),
+            trailers_callback: vm.has_trailers_callback(direction),
         })
     }
 

@@ -3,7 +3,8 @@
 //! misbehaving client as Envoy 1.40 does.
 //!
 //! [`Guarded`] wraps the client's TCP stream. It hands hyper one request head at a time, only
-//! once the whole head has arrived and passed [`check_head`]; it follows each body's framing
+//! once the whole head has arrived and passed [`check_request`] (one httparse pass finds
+//! its end and feeds the checks); it follows each body's framing
 //! (`Content-Length` or chunked) to find where the next head starts. A refused head never
 //! reaches hyper: the guard writes Envoy's answer itself (after any response still in flight),
 //! closes the connection and lingers briefly so the answer is not lost to a reset. The same
@@ -23,7 +24,7 @@ use tokio::time::{Instant, Sleep};
 
 use chunk::{Chunk, Fed};
 pub(crate) use head::MAX_HEAD;
-use head::{Framing, MAX_HEADERS, Refusal, check_head};
+use head::{Framing, MAX_HEADERS, Refusal, check_request};
 
 mod chunk;
 pub(crate) mod head;
@@ -216,16 +217,19 @@ impl Guarded {
             Mode::Head if pending.is_empty() => (Mode::Head, false),
             Mode::Head => {
                 self.head_started.get_or_insert_with(Instant::now);
+                // One parse finds the head's end and gives the checks their fields.
                 let mut scratch = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let len = match httparse::Request::new(&mut scratch).parse(pending) {
-                    Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+                let mut req = httparse::Request::new(&mut scratch);
+                let (len, framing) = match req.parse(pending) {
+                    Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => {
+                        (len, check_request(&req)?)
+                    }
                     Ok(httparse::Status::Partial) if pending.len() <= MAX_HEAD => {
                         return Ok((Mode::Head, false));
                     }
                     Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooLarge),
                     Err(_) => return Err(Refusal::BadRequest),
                 };
-                let framing = check_head(&pending[..len])?;
                 self.released += len;
                 self.head_started = None;
                 let next = match framing {

@@ -10,7 +10,7 @@ use http::header::{CONNECTION, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Empty, Full};
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::mpsc;
 
 use crate::edge::InFlight;
@@ -87,6 +87,71 @@ impl Body for ChannelBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.rx.poll_recv(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// The ends of a [`Passed`] body, as its exchange hears them: dropped when the body ends
+/// (whole, broken, or no longer read).
+pub(crate) trait PassedEnd: Send + Sync + Unpin + 'static {
+    /// The body broke (a bad chunk, a reset): what the reader gets instead of the rest.
+    fn broken(self, error: hyper::Error) -> BoxError;
+}
+
+/// A body no callback can see (its direction's body callback is not exported and the filter
+/// did not pause), passed on frame by frame as hyper's `gateway.rs` passes one: hyper's own
+/// `Bytes`, no copy, no trip to the worker, read only when the other side reads it (a request
+/// body only once the upstream connection exists). Trailers end an HTTP/1 body unsent, as
+/// Envoy's codec drops them (`enable_trailers` is off).
+pub(crate) struct Passed<E> {
+    body: Incoming,
+    drop_trailers: bool,
+    end: Option<E>,
+}
+
+impl<E: PassedEnd> Passed<E> {
+    pub(crate) fn new(body: Incoming, drop_trailers: bool, end: E) -> Self {
+        Self {
+            body,
+            drop_trailers,
+            end: Some(end),
+        }
+    }
+}
+
+impl<E: PassedEnd> Body for Passed<E> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => None,
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() && this.drop_trailers => None,
+            Poll::Ready(Some(Ok(frame))) => Some(frame),
+            Poll::Ready(Some(Err(e))) => {
+                let error = match this.end.take() {
+                    Some(end) => end.broken(e),
+                    None => Box::new(e),
+                };
+                return Poll::Ready(Some(Err(error)));
+            }
+        };
+        if frame.is_none() || this.body.is_end_stream() {
+            this.end = None;
+        }
+        Poll::Ready(frame.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.end.is_none() || self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

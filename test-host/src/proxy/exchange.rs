@@ -7,13 +7,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
 use tokio::sync::oneshot;
 
 use crate::abi::Level;
 use crate::error::Error;
 use crate::proxy::Proxy;
-use crate::proxy::body::{ChannelBody, ProxyBody, closing, empty, host_reply, plain};
+use crate::proxy::body::{
+    BoxError, ChannelBody, Passed, PassedEnd, ProxyBody, closing, empty, host_reply, plain,
+};
 use crate::proxy::pump::{Abort, PumpMode, declared_length, framed, pump_request, pump_response};
 use crate::proxy::{hop, pump, reply};
 use crate::state::headers::HeaderList;
@@ -56,8 +59,8 @@ pub(crate) struct Inbound {
     pub(crate) peer: SocketAddr,
 }
 
-/// The upstream request, with the request pump's signals: `done` at the end of the body,
-/// `abort` when the pump stopped the exchange.
+/// The upstream request, with its body's signals (from the request pump, or the body passed
+/// on): `done` at the end of the body, `abort` when the body stopped the exchange.
 struct Outgoing {
     request: Request<ProxyBody>,
     /// The body's framing, decided by the pump before the head leaves.
@@ -168,9 +171,12 @@ impl Exchange {
                 true,
             ));
         }
+        let http1 = inbound.parts.version != Version::HTTP_2;
         let start = BodyStart {
             paused,
             reframe: paused || outcome.body_callback,
+            // Over HTTP/2 the trailers go through their callback when it is exported.
+            pass: !paused && !outcome.body_callback && (http1 || !outcome.trailers_callback),
         };
         self.forward(inbound, &outcome.headers, start).await
     }
@@ -181,7 +187,11 @@ impl Exchange {
         &self,
         inbound: Inbound,
         headers: &HeaderList,
-        BodyStart { paused, reframe }: BodyStart,
+        BodyStart {
+            paused,
+            reframe,
+            pass,
+        }: BodyStart,
     ) -> Result<Outgoing, http::Error> {
         let proxy = &self.proxy;
         let method = headers
@@ -202,9 +212,16 @@ impl Exchange {
         let (done_tx, done) = oneshot::channel::<()>();
         let (abort_tx, abort) = oneshot::channel::<Abort>();
         let mut framing = None;
+        let http1 = inbound.parts.version != Version::HTTP_2;
         let upstream_body = if inbound.body.is_end_stream() {
             drop(done_tx);
             empty()
+        } else if pass {
+            let end = RequestEnd {
+                _done: done_tx,
+                abort: abort_tx,
+            };
+            Passed::new(inbound.body, http1, end).boxed()
         } else {
             let (tx, upstream) = ChannelBody::channel();
             let link = (self.worker.clone(), self.ctx);
@@ -214,7 +231,7 @@ impl Exchange {
                 tx
             });
             let mode = PumpMode {
-                http1: inbound.parts.version != Version::HTTP_2,
+                http1,
                 coalesce: paused,
                 declared: declared_length(headers),
                 framing: framing_tx,
@@ -391,6 +408,8 @@ impl Exchange {
         };
         let paused = outcome.waiter.is_some();
         let reframe = paused || outcome.body_callback;
+        // The upstream speaks HTTP/1.1: its trailers are dropped, no trailers callback runs.
+        let pass = !paused && !outcome.body_callback;
         let outcome = match self.wait_resumed(Direction::Response, outcome).await {
             Ok(o) => o,
             Err(resp) => return Ok(resp),
@@ -420,6 +439,12 @@ impl Exchange {
         let client_body = if end_of_stream {
             drop(self);
             empty()
+        } else if pass {
+            let end = ResponseEnd {
+                proxy: self.proxy.clone(),
+                _finish: self.finish,
+            };
+            Passed::new(body, true, end).boxed()
         } else {
             let (tx, client) = ChannelBody::channel();
             let link = (self.worker.clone(), self.ctx);
@@ -444,6 +469,37 @@ impl Exchange {
     }
 }
 
+/// The ends of a request body passed on to the upstream ([`Passed`]): its end starts the
+/// route timeout (`done` dropped), a broken body is Envoy's `400`, as the pump reports it.
+struct RequestEnd {
+    _done: oneshot::Sender<()>,
+    abort: oneshot::Sender<Abort>,
+}
+
+impl PassedEnd for RequestEnd {
+    fn broken(self, error: hyper::Error) -> BoxError {
+        let _ = self
+            .abort
+            .send(Abort::Local(host_reply(400, "Bad Request\n")));
+        Box::new(error)
+    }
+}
+
+/// The ends of a response body passed on to the client ([`Passed`]): its end ends the
+/// request's lifecycle (`proxy_on_log` ...), as the response pump does.
+struct ResponseEnd {
+    proxy: Arc<Proxy>,
+    _finish: Finish,
+}
+
+impl PassedEnd for ResponseEnd {
+    fn broken(self, error: hyper::Error) -> BoxError {
+        self.proxy
+            .log(Level::Warn, format!("upstream body error: {error}"));
+        Box::new(error)
+    }
+}
+
 /// How a forwarded request's body follows its head.
 #[derive(Clone, Copy)]
 struct BodyStart {
@@ -452,4 +508,7 @@ struct BodyStart {
     /// The head waits for the pump's first forward to choose its framing: the body may change
     /// size (a body callback is exported, or the filter paused and may have set the buffer).
     reframe: bool,
+    /// No callback can see the body: it is passed on as it is ([`Passed`]), never to the
+    /// worker.
+    pass: bool,
 }

@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub(crate) clusters: Clusters,
     /// VMs created so far (gives each a distinct seed).
     pub(crate) vms_created: AtomicU64,
+    /// Jobs sent to the VMs' worker threads (`Host::worker_round_trips`).
+    pub(crate) round_trips: AtomicU64,
     /// The latest accepted plugin configuration (`Host::reconfigure`).
     configuration: Mutex<Arc<Vec<u8>>>,
 }
@@ -99,6 +101,7 @@ impl Shared {
             queues: Queues::default(),
             clusters,
             vms_created: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
         }
     }
 

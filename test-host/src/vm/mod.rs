@@ -283,6 +283,14 @@ impl Vm {
         }
     }
 
+    /// Whether the module exports `direction`'s trailers callback.
+    pub(crate) fn has_trailers_callback(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Request => self.cb.request_trailers.is_some(),
+            Direction::Response => self.cb.response_trailers.is_some(),
+        }
+    }
+
     /// A body callback for `chunk`, appended to what the filter kept buffered. Returns the
     /// action and the bytes to forward now: all buffered bytes when the filter continued; none
     /// when it paused, at the end of the stream too (Envoy holds the body then until the filter

@@ -1,6 +1,8 @@
 //! [`WorkerHandle`]: the async side of a worker. Each method sends a job to the worker's
 //! thread and awaits its answer; the worker stops when the last handle is dropped.
 
+use std::sync::atomic::Ordering;
+
 use super::*;
 
 /// The sending side of a worker; cloning it shares the worker.
@@ -8,6 +10,8 @@ use super::*;
 pub(crate) struct WorkerHandle {
     /// The only strong sender: the worker stops when every handle is gone.
     pub(super) tx: Arc<mpsc::Sender<Job>>,
+    /// Where each job sent is counted ([`Shared::round_trips`]).
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for WorkerHandle {
@@ -61,6 +65,7 @@ impl WorkerHandle {
         let tx = Arc::new(tx);
         let weak = Arc::downgrade(&tx);
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), Error>>(1);
+        let counted = shared.clone();
         std::thread::Builder::new()
             .name(name)
             .spawn(move || {
@@ -88,12 +93,21 @@ impl WorkerHandle {
             })
             .map_err(|e| Error::Thread(e.to_string()))?;
         ready_rx.recv().map_err(|_| Error::WorkerGone)??;
-        Ok(Self { tx })
+        Ok(Self {
+            tx,
+            shared: counted,
+        })
+    }
+
+    /// Sends one job to the worker's thread, counted as a round trip.
+    fn send(&self, job: Job) -> Result<(), Error> {
+        self.shared.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(job).map_err(|_| Error::WorkerGone)
     }
 
     /// Queues `f` on the worker without waiting.
     pub(crate) fn post(&self, f: impl FnOnce(&mut Worker) + Send + 'static) {
-        let _ = self.tx.send(Box::new(f));
+        let _ = self.send(Box::new(f));
     }
 
     /// Runs `f` on the worker and awaits its result (for async callers).
@@ -105,11 +119,9 @@ impl WorkerHandle {
         f: impl FnOnce(&mut Worker) -> R + Send + 'static,
     ) -> Result<R, Error> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Box::new(move |w| {
-                let _ = tx.send(f(w));
-            }))
-            .map_err(|_| Error::WorkerGone)?;
+        self.send(Box::new(move |w| {
+            let _ = tx.send(f(w));
+        }))?;
         rx.await.map_err(|_| Error::WorkerGone)
     }
 
@@ -123,11 +135,9 @@ impl WorkerHandle {
         f: impl FnOnce(&mut Worker) -> R + Send + 'static,
     ) -> Result<R, Error> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.tx
-            .send(Box::new(move |w| {
-                let _ = tx.send(f(w));
-            }))
-            .map_err(|_| Error::WorkerGone)?;
+        self.send(Box::new(move |w| {
+            let _ = tx.send(f(w));
+        }))?;
         rx.recv().map_err(|_| Error::WorkerGone)
     }
 }

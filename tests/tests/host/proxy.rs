@@ -177,6 +177,59 @@ async fn large_post_streams_through() {
     assert_eq!(echo.last().uri, "/large");
 }
 
+/// Worker round trips ([`Host::worker_round_trips`]) of `posts` POSTs one after the other
+/// through `wasm`, each with a body of `size` bytes streamed in 16 KiB chunks and echoed
+/// back whole; the host is stopped after them, so every request's end has run. Stopping
+/// costs one job on the worker and one on the main thread, not counted here.
+async fn round_trips(wasm: std::path::PathBuf, config: String, posts: u64, size: usize) -> u64 {
+    use futures_like::ChunkStream;
+    let echo = util::echo();
+    let mut host = HostBuilder::new(wasm)
+        .plugin_config(config.into_bytes())
+        .upstream(echo.addr())
+        .workers(1)
+        .start()
+        .await
+        .unwrap();
+    let before = host.worker_round_trips();
+    for _ in 0..posts {
+        let mut sender = http1(host.local_addr()).await;
+        let req = Request::post("/round-trips")
+            .header("host", "proxy.test")
+            .body(ChunkStream {
+                left: size,
+                chunk: Bytes::from(vec![b'x'; 16 * 1024]),
+            })
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body.len(), size);
+    }
+    host.stop().await;
+    host.worker_round_trips() - before - 2
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_through_a_headers_only_filter_costs_three_worker_round_trips() {
+    let jwt = || jwt_proxy_tests::wasm("jwt_filter");
+    let config = jwt_proxy_tests::default_config;
+    // Request headers, response headers, log + done: the bodies never visit the worker,
+    // whatever their size.
+    assert_eq!(round_trips(jwt(), config(), 3, 10).await, 3 * 3);
+    assert_eq!(round_trips(jwt(), config(), 2, 1 << 20).await, 2 * 3);
+    // A module that exports the body callbacks still gets them, both ways: request headers,
+    // the body's data then HTTP/1's empty end-of-stream call, response headers, the same two
+    // body calls, log + done.
+    assert_eq!(round_trips(fixture(), String::new(), 3, 10).await, 3 * 7);
+}
+
 /// An HTTP/1.1 client connection to `addr`, its connection driven by a task.
 async fn http1<B>(addr: std::net::SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
 where
