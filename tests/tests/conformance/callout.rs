@@ -92,7 +92,7 @@ impl Callee {
     }
 }
 
-fn setup(upstream: &Upstream, callee: &Callee, config: &str) -> Setup {
+fn setup(upstream: SocketAddr, callee: &Callee, config: &str) -> Setup {
     Setup {
         wasm: wasm("conf_callout"),
         config: config.to_owned(),
@@ -101,7 +101,7 @@ fn setup(upstream: &Upstream, callee: &Callee, config: &str) -> Setup {
             ("dead".to_owned(), callee.dead.addr().to_string()),
             ("reset".to_owned(), callee.closer.addr().to_string()),
         ],
-        ..Setup::new(upstream.addr())
+        ..Setup::new(upstream)
     }
 }
 
@@ -136,7 +136,7 @@ fn assert_received(proxy: &Proxy, c: &Call, path: &str, timeout_ms: &str) {
 fn a_callout_from_a_request_pauses_it_and_answers_from_the_callback() {
     let upstream = Upstream::start();
     let callee = Callee::start();
-    let setup = setup(&upstream, &callee, "");
+    let setup = setup(upstream.addr(), &callee, "");
     for proxy in setup.both() {
         let who = proxy.name();
         let before = callee.seen().len();
@@ -217,25 +217,53 @@ fn a_callout_from_a_request_pauses_it_and_answers_from_the_callback() {
     }
 }
 
+/// The upstream's answer to `early`, sent once released.
+const UPSTREAM_OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
 #[test]
 fn a_request_that_ends_before_its_callout_cancels_it_without_a_callback() {
-    let upstream = Upstream::start();
-    let callee = Callee::start();
-    let setup = setup(&upstream, &callee, "");
-    for proxy in setup.both() {
+    // Whether a call cancelled with its request was sent first is timing, on both proxies:
+    // Envoy drops a call still waiting for its pool's connection, the test host aborts the
+    // call's task (under load it had at times not yet connected, or not yet written, when a
+    // quickly answered request ended). So the upstream answers only once the callee has the
+    // call, and the callee only once the request has ended: the call is sent, then cancelled,
+    // on both. Each proxy has its own upstream and callee.
+    for start in [Setup::envoy, Setup::host] {
+        let upstream = Scripted::start(|_| Reply::Held(UPSTREAM_OK));
+        let callee = Callee::start();
+        let proxy = start(&setup(upstream.addr(), &callee, ""));
         let who = proxy.name();
-        callee.clear();
-        let r = get(&proxy, "early");
+        let addr = proxy.addr();
+        let client = std::thread::spawn(move || {
+            exchange(
+                addr,
+                b"GET /x HTTP/1.1\r\nhost: client\r\nx-call: early\r\nconnection: close\r\n\r\n",
+            )
+        });
+        proxy.wait_for_lines("call early: ok token=4", 1);
+        wait_until(
+            Duration::from_secs(10),
+            format_args!("{who}: the callee got the call"),
+            || {
+                callee
+                    .seen()
+                    .iter()
+                    .any(|c| c.path == "/slow")
+                    .then_some(())
+            },
+        );
+        wait_until(
+            Duration::from_secs(10),
+            format_args!("{who}: the upstream got the request"),
+            || (!upstream.seen().is_empty()).then_some(()),
+        );
+        upstream.release();
+        let r = client.join().unwrap();
         assert_eq!(r.status, 200, "{who}");
         assert_eq!(r.header("x-callout"), None, "{who}");
-        proxy.wait_for_lines("call early: ok token=4", 1);
-        wait_until(Duration::from_secs(10), "the callee got the call", || {
-            callee
-                .seen()
-                .iter()
-                .any(|c| c.path == "/slow")
-                .then_some(())
-        });
+        // `on_log` runs as the request ends; the call is cancelled with its context, before
+        // the callee's answer can reach the filter.
+        proxy.wait_for_lines("request early: logged", 1);
         // The callee answers now; the callout had a 2 s timeout. Neither
         // may run a callback for the cancelled call: a timer that must not
         // fire shows only by not firing, so hold idle past the timeout (not
@@ -253,9 +281,12 @@ fn a_request_that_ends_before_its_callout_cancels_it_without_a_callback() {
 #[test]
 fn a_callout_from_the_root_context_is_delivered_to_the_root() {
     let upstream = Upstream::start();
-    let callee = Callee::start();
-    let setup = setup(&upstream, &callee, "tick");
-    for proxy in setup.both() {
+    // Each proxy ticks on its own from its start, so each has its own callee: with one callee
+    // and both proxies running (`Setup::both`), a `/tick` of the test host could arrive while
+    // Envoy's were counted, then be forgotten with them (a load-dependent failure).
+    for start in [Setup::envoy, Setup::host] {
+        let callee = Callee::start();
+        let proxy = start(&setup(upstream.addr(), &callee, "tick"));
         let who = proxy.name();
         let lines = proxy.wait_for_lines("http_call_response", 1);
         assert_eq!(
@@ -291,9 +322,6 @@ fn a_callout_from_the_root_context_is_delivered_to_the_root() {
             "{who}"
         );
         proxy.wait_for_lines("http_call_response ctx=root", ticks.len());
-        drop(proxy);
-        // The next proxy's callee requests are counted afresh.
-        callee.clear();
     }
 }
 
@@ -376,7 +404,7 @@ fn the_direct_plugin_api_has_no_clusters_and_says_so() {
 fn a_callout_dispatched_just_before_a_trap_is_still_sent() {
     let upstream = Upstream::start();
     let callee = Callee::start();
-    let setup = setup(&upstream, &callee, "");
+    let setup = setup(upstream.addr(), &callee, "");
     for proxy in setup.both() {
         let who = proxy.name();
         callee.clear();
