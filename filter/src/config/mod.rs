@@ -19,9 +19,10 @@ use std::fmt;
 mod keys;
 mod read;
 
-use keys::{Keys, fingerprint, kid_rules, resolve};
+use keys::{Keys, fingerprint, jwks_document, kid_rules, resolve};
 pub use keys::{MAX_KID_LEN, RingKey};
 
+pub use crate::keys::Alg;
 /// Minimum HS512 key length in bytes (RFC 7518 section 3.2: a key of the
 /// same size as the hash output or larger).
 pub use crate::keys::hmac::MIN_KEY_LEN;
@@ -67,6 +68,10 @@ pub struct RawConfig {
     pub require_claims: Vec<String>,
     /// Whether tokens carry `htm` and `htu` (SPEC section 2.7).
     pub bind_request: bool,
+    /// Path answered with the JWKS when the ring holds an asymmetric key.
+    pub jwks_path: String,
+    /// The JWKS reply's `cache-control: public, max-age=N`.
+    pub jwks_max_age_seconds: u64,
 }
 
 /// One key of a ring as written. Its `Debug` shows `secret` as `<redacted>`.
@@ -80,6 +85,14 @@ pub struct RawKey {
     pub secret_env: Option<String>,
     /// How the key text becomes key bytes.
     pub encoding: SecretEncoding,
+    /// The JOSE `alg` (`HS512` when absent).
+    pub alg: Option<String>,
+    /// PKCS#8 PEM private key (EdDSA, ES256).
+    pub private_key: Option<String>,
+    /// Environment variable (inside the VM) holding the PKCS#8 PEM.
+    pub private_key_env: Option<String>,
+    /// SPKI PEM public key: published, never signs.
+    pub public_key: Option<String>,
 }
 
 impl fmt::Debug for RawKey {
@@ -92,6 +105,19 @@ impl fmt::Debug for RawKey {
                 &self.secret_env.as_deref().map(env_name_for_logs),
             )
             .field("encoding", &self.encoding)
+            .field("alg", &self.alg)
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "private_key_env",
+                &self.private_key_env.as_deref().map(env_name_for_logs),
+            )
+            .field(
+                "public_key",
+                &self.public_key.as_ref().map(|_| "<public key>"),
+            )
             .finish()
     }
 }
@@ -117,6 +143,8 @@ impl fmt::Debug for RawConfig {
             .field("claims_from_headers", &self.claims_from_headers)
             .field("require_claims", &self.require_claims)
             .field("bind_request", &self.bind_request)
+            .field("jwks_path", &self.jwks_path)
+            .field("jwks_max_age_seconds", &self.jwks_max_age_seconds)
             .finish()
     }
 }
@@ -166,6 +194,8 @@ impl Default for RawConfig {
             claims_from_headers: Vec::new(),
             require_claims: Vec::new(),
             bind_request: false,
+            jwks_path: "/.well-known/jwks.json".to_owned(),
+            jwks_max_age_seconds: 300,
         }
     }
 }
@@ -212,6 +242,36 @@ pub struct Config {
     pub require_claims: Vec<String>,
     /// Whether tokens carry `htm` and `htu`, after the claims from headers.
     pub bind_request: bool,
+    /// The signing key's `alg`; `key` holds its HMAC key, Ed25519 seed or
+    /// P-256 scalar.
+    pub alg: Alg,
+    /// Path answered with the JWKS when `jwks` is set.
+    pub jwks_path: String,
+    /// The JWKS reply's `max-age`.
+    pub jwks_max_age_seconds: u64,
+    /// The JWKS reply, made once: set when the ring holds an asymmetric
+    /// key (SPEC section 2.7).
+    pub jwks: Option<Jwks>,
+}
+
+/// The reply to `GET`/`HEAD` on `jwks_path`: the public keys' document and
+/// its headers, computed once per configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jwks {
+    /// `{"keys":[...]}`: one public JWK per asymmetric key, in ring order.
+    pub body: String,
+    /// `public, max-age=N`.
+    pub cache_control: String,
+}
+
+impl Jwks {
+    /// The reply's headers.
+    pub fn headers(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("content-type", "application/json"),
+            ("cache-control", &self.cache_control),
+        ]
+    }
 }
 
 /// Claim names `claims_from_headers` cannot take (SPEC section 2.7): the
@@ -290,6 +350,7 @@ impl Config {
             source: key_source,
             kid: key_id,
             ring,
+            alg,
         } = resolve(&mut raw, &env)?;
         if let Some(kid) = &key_id {
             kid_rules(if ring_form { "signing_key" } else { "key_id" }, kid)?;
@@ -330,15 +391,27 @@ impl Config {
                 ),
             ));
         }
-        if !raw.status_path.starts_with('/') || raw.status_path.contains(['?', '#', ' ']) {
+        for (field, path) in [
+            ("status_path", &raw.status_path),
+            ("jwks_path", &raw.jwks_path),
+        ] {
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{} must be an absolute path without query", shown(path)),
+                ));
+            }
+        }
+        if raw.jwks_path == raw.status_path {
             return Err(ConfigError::new(
-                "status_path",
-                format!(
-                    "{} must be an absolute path without query",
-                    shown(&raw.status_path)
-                ),
+                "jwks_path",
+                "must differ from `status_path`",
             ));
         }
+        let jwks = jwks_document(&ring).map(|body| Jwks {
+            body,
+            cache_control: format!("public, max-age={}", raw.jwks_max_age_seconds),
+        });
         if raw.ttl_seconds == Some(0) {
             return Err(ConfigError::new("ttl_seconds", "must be at least 1"));
         }
@@ -377,6 +450,10 @@ impl Config {
             claims_from_headers,
             require_claims: raw.require_claims,
             bind_request: raw.bind_request,
+            alg,
+            jwks_path: raw.jwks_path,
+            jwks_max_age_seconds: raw.jwks_max_age_seconds,
+            jwks,
         })
     }
 
@@ -399,10 +476,7 @@ impl Config {
 /// kilobytes to the module for this one line.
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let source = match &self.key_source {
-            KeySource::Config => "secret".to_owned(),
-            KeySource::Env(name) => format!("env {}", env_name_for_logs(name)),
-        };
+        let source = source_shown(&self.key_source, self.alg);
         let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "none".to_owned(), quoted);
         let methods: Vec<String> = self.sign_methods.iter().map(|m| quoted(m)).collect();
         // With a ring: every key's id, length, source and fingerprint.
@@ -411,15 +485,26 @@ impl fmt::Display for Config {
             .iter()
             .filter_map(|k| {
                 let id = k.id.as_deref()?;
-                let from = match &k.source {
-                    KeySource::Config => "secret".to_owned(),
-                    KeySource::Env(name) => format!("env {}", env_name_for_logs(name)),
-                };
-                Some(format!(
-                    "{id}:<{} bytes from {from}, fingerprint {}>",
-                    k.key.len(),
-                    fingerprint(&k.key)
-                ))
+                let from = source_shown(&k.source, k.alg);
+                Some(if !k.alg.is_asymmetric() {
+                    format!(
+                        "{id}:<{} bytes from {from}, fingerprint {}>",
+                        k.key.len(),
+                        fingerprint(&k.key)
+                    )
+                } else if k.can_sign() {
+                    format!(
+                        "{id}:<{} private key from {from}, public key fingerprint {}>",
+                        k.alg.name(),
+                        fingerprint(&k.public)
+                    )
+                } else {
+                    format!(
+                        "{id}:<{} public key only, fingerprint {}>",
+                        k.alg.name(),
+                        fingerprint(&k.public)
+                    )
+                })
             })
             .collect();
         if !ring.is_empty() {
@@ -456,7 +541,27 @@ impl fmt::Display for Config {
             claims.join(","),
             required.join(","),
             self.bind_request
-        )
+        )?;
+        // Only with a JWKS: the default line stays as it was.
+        if self.jwks.is_some() {
+            write!(
+                f,
+                " alg={} jwks_path={} jwks_max_age_seconds={}",
+                self.alg.name(),
+                quoted(&self.jwks_path),
+                self.jwks_max_age_seconds
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a key came from, as the start line shows it.
+fn source_shown(source: &KeySource, alg: Alg) -> String {
+    match (source, alg.is_asymmetric()) {
+        (KeySource::Config, false) => "secret".to_owned(),
+        (KeySource::Config, true) => "private_key".to_owned(),
+        (KeySource::Env(name), _) => format!("env {}", env_name_for_logs(name)),
     }
 }
 
@@ -479,7 +584,7 @@ const MAX_QUOTED: usize = 24;
 
 /// A value as an error message shows it: quoted, or only its length when it
 /// is longer than [`MAX_QUOTED`] characters (it may be a misplaced key).
-fn shown(value: &str) -> String {
+pub(crate) fn shown(value: &str) -> String {
     let chars = value.chars().count();
     if chars > MAX_QUOTED {
         format!("<{chars} characters>")

@@ -21,6 +21,10 @@ pub fn jwks(config: &Config) -> String {
     let keys: Vec<_> = config
         .ring
         .iter()
+        // Only HMAC keys: an EdDSA or ES256 entry's `key` is its private
+        // key, which must never reach an upstream (SPEC 2.7: the upstream
+        // verifies those from the proxy's JWKS).
+        .filter(|k| !k.alg.is_asymmetric())
         .map(|k| {
             let mut jwk = json!({
                 "kty": "oct",
@@ -109,6 +113,17 @@ mod tests {
             .decode(keys[1]["k"].as_str().unwrap())
             .unwrap();
         assert_eq!(b, c.key);
+    }
+
+    #[test]
+    fn an_asymmetric_key_never_becomes_an_oct_jwk() {
+        let ed = include_str!("../../../tests/fixtures/keys/ed25519-a.pem");
+        let doc = json!({"keys": [{"id": "h", "secret": SECRET},
+                                  {"id": "e", "alg": "EdDSA", "private_key": ed}]});
+        let text = jwks(&config(&doc.to_string()));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["keys"].as_array().unwrap().len(), 1, "{text}");
+        assert_eq!(v["keys"][0]["kid"], "h");
     }
 
     #[test]
