@@ -22,3 +22,4 @@ mod retry;
 mod run_script;
 mod soak;
 mod util;
+mod verifier;
