@@ -200,6 +200,16 @@ impl Request {
         self.reply(status_page(&figures, format))
     }
 
+    /// Answers the JWKS path with the document made at configuration (the
+    /// same reply to `GET` and `HEAD`: the host drops a `HEAD` reply's body).
+    fn jwks_reply(&self) -> Action {
+        let Some(jwks) = &self.shared.config.jwks else {
+            return self.reply(Reply::refuse(404, "no JWKS"));
+        };
+        self.send_http_response(200, jwks.headers(), Some(jwks.body.as_bytes()));
+        Action::Pause
+    }
+
     /// Signs the request for `user` and sets the token header, replacing
     /// every value the client sent (one hostcall).
     fn sign(&mut self, user: &str) -> Action {
@@ -273,6 +283,7 @@ impl HttpContext for Request {
         match decide(&self.shared.config, &self.method, &self.path, &*self) {
             Decision::Forward(forward) => self.forward(forward),
             Decision::Status(format) => self.status_reply(format),
+            Decision::Jwks => self.jwks_reply(),
             Decision::Reply(reply) => self.reply(reply),
         }
     }

@@ -1,5 +1,6 @@
 //! JSON Web Tokens: the claims and the compact JWS the filter sends, signed
-//! by a [`SigningKey`] (today HS512).
+//! by a [`SigningKey`] (HS512, EdDSA or ES256; the JOSE header's `alg` and
+//! `kid` follow it).
 //!
 //! Pure functions of the configuration, the time and a nonce: the host's
 //! clock and random source are read by the caller and passed in, so tests pin
@@ -12,7 +13,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::config::Config;
 use crate::keys::SigningKey;
-use crate::keys::hmac::Hs512;
 
 /// Bytes of randomness in a `jti` (128 bits, rendered as 32 lowercase hex digits).
 pub const NONCE_LEN: usize = 16;
@@ -41,7 +41,8 @@ impl fmt::Debug for Signed {
 pub enum SignError {
     /// The clock is outside the range a calendar date can be computed for.
     TimeOutOfRange(u64),
-    /// The signing key was refused (HMAC accepts any length).
+    /// The signing key was refused (HMAC accepts any length; a validated
+    /// configuration's asymmetric keys are valid).
     InvalidKey,
     /// The claims could not be serialized.
     Claims,
@@ -51,7 +52,7 @@ impl fmt::Display for SignError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SignError::TimeOutOfRange(t) => write!(f, "time {t} is out of range for a date"),
-            SignError::InvalidKey => f.write_str("the key was refused by HMAC-SHA512"),
+            SignError::InvalidKey => f.write_str("the signing key was refused by its algorithm"),
             SignError::Claims => f.write_str("the claims could not be serialized"),
         }
     }
@@ -79,7 +80,7 @@ impl Signer {
     /// [`SignError::InvalidKey`] if the MAC refuses the key (HMAC accepts any
     /// length, so this does not happen with a validated [`Config`]).
     pub fn new(config: &Config) -> Result<Signer, SignError> {
-        let key = SigningKey::Hs512(Hs512::new(&config.key).map_err(|_| SignError::InvalidKey)?);
+        let key = SigningKey::new(config.alg, &config.key).map_err(|_| SignError::InvalidKey)?;
         let mut header = String::from(r#"{"alg":"#);
         push_json_string(&mut header, key.alg());
         header.push_str(r#","typ":"JWT""#);
@@ -416,6 +417,74 @@ mod tests {
         push_digits(&mut out, 7, 4);
         push_digits(&mut out, 12, 2);
         assert_eq!(out, "000712");
+    }
+
+    #[test]
+    fn the_default_token_keeps_its_exact_shape() {
+        // SPEC 2.1: the header segment is exactly this JSON; the claims are
+        // exactly these names, in this order.
+        let signed = Signer::new(&config(""))
+            .unwrap()
+            .sign(1_700_000_000, &[0; 16], "username")
+            .unwrap();
+        let mut parts = signed.token.split('.');
+        let header = URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap();
+        assert_eq!(header, br#"{"alg":"HS512","typ":"JWT"}"#);
+        let claims = URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(claims).unwrap(),
+            format!(
+                r#"{{"iat":1700000000,"jti":"{}","payload":{{"user":"username","date":"2023-11-14"}}}}"#,
+                "0".repeat(32)
+            )
+        );
+    }
+
+    /// The header and claims of a token, and whether `key` verifies it.
+    fn asymmetric(config: &Config, alg: Algorithm, key: &DecodingKey) -> (String, Value) {
+        let signed = Signer::new(config)
+            .unwrap()
+            .sign(1_700_000_000, &[0x11; 16], "alice")
+            .unwrap();
+        let header = URL_SAFE_NO_PAD
+            .decode(signed.token.split('.').next().unwrap())
+            .unwrap();
+        let mut v = Validation::new(alg);
+        v.required_spec_claims.clear();
+        v.validate_exp = false;
+        let claims = decode::<Value>(&signed.token, key, &v).unwrap().claims;
+        (String::from_utf8(header).unwrap(), claims)
+    }
+
+    #[test]
+    fn the_jose_header_follows_the_signing_key() {
+        use crate::test_support::keys::{ED_A, ED_A_PUB, P256_A, P256_A_PUB};
+        use crate::test_support::ring_config;
+        use serde_json::json;
+        let c = ring_config(
+            json!([{"id": "p1", "alg": "ES256", "private_key": P256_A},
+                   {"id": "e1", "alg": "EdDSA", "private_key": ED_A}]),
+            json!({"signing_key": "e1", "ttl_seconds": 60}),
+        );
+        let (header, claims) = asymmetric(
+            &c,
+            Algorithm::EdDSA,
+            &DecodingKey::from_ed_pem(ED_A_PUB.as_bytes()).unwrap(),
+        );
+        assert_eq!(header, r#"{"alg":"EdDSA","typ":"JWT","kid":"e1"}"#);
+        assert_eq!(claims["payload"]["user"], "alice");
+        assert_eq!(claims["exp"], 1_700_000_060);
+        let c = ring_config(
+            json!([{"id": "p1", "alg": "ES256", "private_key": P256_A}]),
+            json!({}),
+        );
+        let (header, claims) = asymmetric(
+            &c,
+            Algorithm::ES256,
+            &DecodingKey::from_ec_pem(P256_A_PUB.as_bytes()).unwrap(),
+        );
+        assert_eq!(header, r#"{"alg":"ES256","typ":"JWT","kid":"p1"}"#);
+        assert_eq!(claims["jti"], "11".repeat(16));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The request policy: which requests are answered here, refused, signed or
 //! forwarded unsigned (SPEC sections 2.1, 2.3 and 7), and the local replies.
 //!
+//! The JWKS path of SPEC section 2.7 is answered here too, when the key ring
+//! publishes a key.
+//!
 //! Pure functions from what the host told us (the method, the path, the few
 //! headers a rule needs) to a [`Decision`]; the proxy-wasm contexts read the
 //! request, apply the decision and log. Headers are asked for through
@@ -18,6 +21,9 @@ pub const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
 
 /// The methods the status path answers.
 pub const STATUS_ALLOW: &str = "GET, HEAD";
+
+/// The methods the JWKS path answers (SPEC section 2.7).
+pub const JWKS_ALLOW: &str = "GET, HEAD";
 
 /// The request headers a rule may need, read on demand.
 ///
@@ -38,6 +44,9 @@ pub enum Decision {
     /// Answer with the status page, in this format: the caller gathers the
     /// figures and makes the reply with [`status_page`].
     Status(Format),
+    /// Answer with the configuration's JWKS (`config.jwks`: its body and
+    /// headers, made once), `200`; never forwarded or counted.
+    Jwks,
     /// Answer locally; the request is never forwarded.
     Reply(Reply),
 }
@@ -135,6 +144,14 @@ pub fn path_only(mut path: String) -> String {
 pub fn decide(config: &Config, method: &str, path: &str, headers: &impl Headers) -> Decision {
     if path == config.status_path {
         return status(method, headers);
+    }
+    // Only when the ring publishes a key; otherwise an ordinary path.
+    if config.jwks.is_some() && path == config.jwks_path {
+        return if method == "GET" || method == "HEAD" {
+            Decision::Jwks
+        } else {
+            Decision::Reply(Reply::method_not_allowed(JWKS_ALLOW))
+        };
     }
     let mut max_forwards = None;
     match method {

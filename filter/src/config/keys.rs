@@ -1,11 +1,12 @@
 //! The keys: the single `secret` (or `secret_env`) and the key ring of SPEC
-//! section 2.6, each key validated by the same rules, and the `kid` rules.
+//! sections 2.6 and 2.7 (HS512, EdDSA and ES256 entries), each key validated
+//! by its family's rules, the `kid` rules, and the JWKS of the ring.
 
 use std::fmt;
 
 use sha2::{Digest, Sha512};
 
-use crate::keys::hmac;
+use crate::keys::{self, Alg, hmac};
 
 use super::{ConfigError, KeySource, RawConfig, RawKey, SecretEncoding, env_name_for_logs, shown};
 
@@ -14,20 +15,35 @@ use super::{ConfigError, KeySource, RawConfig, RawKey, SecretEncoding, env_name_
 pub struct RingKey {
     /// The key's `kid` (`None` for the single `secret`).
     pub id: Option<String>,
-    /// HMAC key bytes.
+    /// HMAC key bytes; for EdDSA and ES256 the private key's bytes (seed,
+    /// scalar), empty for a `public_key` entry.
     pub key: Vec<u8>,
     /// Where the key came from.
     pub source: KeySource,
+    /// The key's `alg`.
+    pub alg: Alg,
+    /// EdDSA and ES256: the public key (Ed25519: 32 bytes; P-256: `x || y`);
+    /// empty for HMAC keys.
+    pub public: Vec<u8>,
+}
+
+impl RingKey {
+    /// Whether this key can sign: not a `public_key` entry.
+    pub fn can_sign(&self) -> bool {
+        !self.key.is_empty()
+    }
 }
 
 impl fmt::Debug for RingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "RingKey {{ id: {:?}, key: <redacted: {} bytes, fingerprint {}> }}",
+            "RingKey {{ id: {:?}, alg: {}, key: <redacted: {} bytes, fingerprint {}>, public: {} bytes }}",
             self.id,
+            self.alg.name(),
             self.key.len(),
-            fingerprint(&self.key)
+            fingerprint(&self.key),
+            self.public.len()
         )
     }
 }
@@ -39,7 +55,7 @@ pub(super) fn resolve(
     raw: &mut RawConfig,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Keys, ConfigError> {
-    let (key, source, kid, ring) = match raw.keys.take() {
+    let (key, source, kid, ring, alg) = match raw.keys.take() {
         None => {
             if raw.signing_key.is_some() {
                 return Err(ConfigError::new("signing_key", "needs `keys`"));
@@ -49,8 +65,10 @@ pub(super) fn resolve(
                 id: None,
                 key: key.clone(),
                 source: source.clone(),
+                alg: Alg::Hs512,
+                public: Vec::new(),
             }];
-            (key, source, raw.key_id.clone(), ring)
+            (key, source, raw.key_id.clone(), ring, Alg::Hs512)
         }
         Some(keys) => {
             if raw.secret.is_some() {
@@ -79,7 +97,21 @@ pub(super) fn resolve(
                     })?,
             };
             let k = &ring[signing];
-            (k.key.clone(), k.source.clone(), k.id.clone(), ring)
+            if !k.can_sign() {
+                let which = match &raw.signing_key {
+                    Some(id) => shown(id),
+                    None => format!("the first key, {},", shown(k.id.as_deref().unwrap_or(""))),
+                };
+                return Err(ConfigError::new(
+                    "signing_key",
+                    format!(
+                        "{which} has only a `public_key` and cannot sign: name a key with \
+                         `private_key` or `private_key_env`"
+                    ),
+                ));
+            }
+            let (key, source, kid, alg) = (k.key.clone(), k.source.clone(), k.id.clone(), k.alg);
+            (key, source, kid, ring, alg)
         }
     };
     Ok(Keys {
@@ -87,6 +119,7 @@ pub(super) fn resolve(
         source,
         kid,
         ring,
+        alg,
     })
 }
 
@@ -100,6 +133,22 @@ pub(super) struct Keys {
     pub(super) kid: Option<String>,
     /// Every verifying key.
     pub(super) ring: Vec<RingKey>,
+    /// The signing key's `alg`.
+    pub(super) alg: Alg,
+}
+
+/// The JWKS document of the ring's asymmetric keys, in ring order
+/// (`{"keys":[...]}`, compact), or `None` when it has none: HMAC keys are
+/// never published.
+pub(super) fn jwks_document(ring: &[RingKey]) -> Option<String> {
+    let jwks: Vec<String> = ring
+        .iter()
+        .filter_map(|k| keys::jwk(k.alg, k.id.as_deref()?, &k.public))
+        .collect();
+    if jwks.is_empty() {
+        return None;
+    }
+    Some(format!(r#"{{"keys":[{}]}}"#, jwks.join(",")))
 }
 
 /// The first 8 hex digits of a key's SHA-512.
@@ -143,16 +192,46 @@ fn ring(
         return Err(ConfigError::new("keys", "must hold at least one key"));
     }
     let mut ring: Vec<RingKey> = Vec::with_capacity(keys.len());
-    for (i, k) in keys.into_iter().enumerate() {
+    for (i, mut k) in keys.into_iter().enumerate() {
         let field = |name: &str| format!("keys[{i}].{name}");
         let id =
-            k.id.ok_or_else(|| ConfigError::new(&field("id"), "missing"))?;
+            k.id.take()
+                .ok_or_else(|| ConfigError::new(&field("id"), "missing"))?;
         kid_rules(&field("id"), &id)?;
         if ring.iter().any(|r| r.id.as_deref() == Some(id.as_str())) {
             return Err(ConfigError::new(
                 &field("id"),
                 format!("{} is the id of an earlier key", shown(&id)),
             ));
+        }
+        let alg = match k.alg.as_deref() {
+            None => Alg::Hs512,
+            Some(name) => Alg::from_name(name).ok_or_else(|| {
+                ConfigError::new(
+                    &field("alg"),
+                    format!(
+                        "unknown variant {}, expected `HS512`, `EdDSA` or `ES256`",
+                        shown(name)
+                    ),
+                )
+            })?,
+        };
+        if alg.is_asymmetric() {
+            ring.push(asymmetric(&field, id, alg, k, env)?);
+            continue;
+        }
+        for (name, set) in [
+            ("private_key", k.private_key.is_some()),
+            ("private_key_env", k.private_key_env.is_some()),
+            ("public_key", k.public_key.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::new(
+                    &field(name),
+                    "only for `alg` \"EdDSA\" or \"ES256\": an HS512 key is a `secret` or \
+                     `secret_env`",
+                ));
+            }
         }
         let (text, source, at) = match (k.secret, k.secret_env) {
             (Some(_), Some(_)) => {
@@ -185,9 +264,93 @@ fn ring(
             id: Some(id),
             key: key_bytes(&at, text, k.encoding)?,
             source,
+            alg,
+            public: Vec::new(),
         });
     }
     Ok(ring)
+}
+
+/// An EdDSA or ES256 entry: `private_key`, `private_key_env` or only
+/// `public_key`.
+fn asymmetric(
+    field: &impl Fn(&str) -> String,
+    id: String,
+    alg: Alg,
+    k: RawKey,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<RingKey, ConfigError> {
+    for (name, set) in [
+        ("secret", k.secret.is_some()),
+        ("secret_env", k.secret_env.is_some()),
+    ] {
+        if set {
+            return Err(ConfigError::new(
+                &field(name),
+                format!(
+                    "an {:?} key has no `{name}`: set `private_key`, `private_key_env` or \
+                     `public_key`",
+                    alg.name()
+                ),
+            ));
+        }
+    }
+    let private = match (k.private_key, k.private_key_env, &k.public_key) {
+        (Some(_), Some(_), _) => {
+            return Err(ConfigError::new(
+                &field("private_key"),
+                "set either `private_key` or `private_key_env`, not both",
+            ));
+        }
+        (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                &field("public_key"),
+                "only for a key that does not sign: a private key holds its public key",
+            ));
+        }
+        (None, None, None) => {
+            return Err(ConfigError::new(
+                &field("private_key"),
+                "missing: set `private_key`, `private_key_env` or `public_key`",
+            ));
+        }
+        (None, None, Some(_)) => None,
+        (Some(pem), None, None) => Some((pem, KeySource::Config, field("private_key"))),
+        (None, Some(name), None) => match env(&name).filter(|v| !v.is_empty()) {
+            Some(pem) => Some((pem, KeySource::Env(name), field("private_key_env"))),
+            None => {
+                return Err(ConfigError::new(
+                    &field("private_key_env"),
+                    format!(
+                        "the environment variable `{}` is not set",
+                        env_name_for_logs(&name)
+                    ),
+                ));
+            }
+        },
+    };
+    let (key, public, source) = match (private, k.public_key) {
+        (Some((pem, source, at)), _) => {
+            let pair =
+                keys::read_private(alg, &pem).map_err(|reason| ConfigError::new(&at, reason))?;
+            (pair.private, pair.public, source)
+        }
+        (None, Some(pem)) => {
+            let public = keys::read_public(alg, &pem)
+                .map_err(|reason| ConfigError::new(&field("public_key"), reason))?;
+            (Vec::new(), public, KeySource::Config)
+        }
+        (None, None) => {
+            return Err(ConfigError::new(&field("private_key"), "missing"));
+        }
+    };
+    Ok(RingKey {
+        id: Some(id),
+        key,
+        source,
+        alg,
+        public,
+    })
 }
 
 /// Key text to key bytes by the HMAC rules ([`hmac::key_bytes`]), an

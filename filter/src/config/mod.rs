@@ -19,9 +19,10 @@ use std::fmt;
 mod keys;
 mod read;
 
-use keys::{Keys, fingerprint, kid_rules, resolve};
+use keys::{Keys, fingerprint, jwks_document, kid_rules, resolve};
 pub use keys::{MAX_KID_LEN, RingKey};
 
+pub use crate::keys::Alg;
 /// Minimum HS512 key length in bytes (RFC 7518 section 3.2: a key of the
 /// same size as the hash output or larger).
 pub use crate::keys::hmac::MIN_KEY_LEN;
@@ -60,6 +61,10 @@ pub struct RawConfig {
     pub signing_key: Option<String>,
     /// Whether to log one line per request.
     pub log_requests: bool,
+    /// Path answered with the JWKS when the ring holds an asymmetric key.
+    pub jwks_path: String,
+    /// The JWKS reply's `cache-control: public, max-age=N`.
+    pub jwks_max_age_seconds: u64,
 }
 
 /// One key of a ring as written. Its `Debug` shows `secret` as `<redacted>`.
@@ -73,6 +78,14 @@ pub struct RawKey {
     pub secret_env: Option<String>,
     /// How the key text becomes key bytes.
     pub encoding: SecretEncoding,
+    /// The JOSE `alg` (`HS512` when absent).
+    pub alg: Option<String>,
+    /// PKCS#8 PEM private key (EdDSA, ES256).
+    pub private_key: Option<String>,
+    /// Environment variable (inside the VM) holding the PKCS#8 PEM.
+    pub private_key_env: Option<String>,
+    /// SPKI PEM public key: published, never signs.
+    pub public_key: Option<String>,
 }
 
 impl fmt::Debug for RawKey {
@@ -85,6 +98,19 @@ impl fmt::Debug for RawKey {
                 &self.secret_env.as_deref().map(env_name_for_logs),
             )
             .field("encoding", &self.encoding)
+            .field("alg", &self.alg)
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "private_key_env",
+                &self.private_key_env.as_deref().map(env_name_for_logs),
+            )
+            .field(
+                "public_key",
+                &self.public_key.as_ref().map(|_| "<public key>"),
+            )
             .finish()
     }
 }
@@ -107,6 +133,8 @@ impl fmt::Debug for RawConfig {
             .field("keys", &self.keys)
             .field("signing_key", &self.signing_key)
             .field("log_requests", &self.log_requests)
+            .field("jwks_path", &self.jwks_path)
+            .field("jwks_max_age_seconds", &self.jwks_max_age_seconds)
             .finish()
     }
 }
@@ -153,6 +181,8 @@ impl Default for RawConfig {
             keys: None,
             signing_key: None,
             log_requests: true,
+            jwks_path: "/.well-known/jwks.json".to_owned(),
+            jwks_max_age_seconds: 300,
         }
     }
 }
@@ -191,6 +221,36 @@ pub struct Config {
     pub ring: Vec<RingKey>,
     /// Whether to log one line per request.
     pub log_requests: bool,
+    /// The signing key's `alg`; `key` holds its HMAC key, Ed25519 seed or
+    /// P-256 scalar.
+    pub alg: Alg,
+    /// Path answered with the JWKS when `jwks` is set.
+    pub jwks_path: String,
+    /// The JWKS reply's `max-age`.
+    pub jwks_max_age_seconds: u64,
+    /// The JWKS reply, made once: set when the ring holds an asymmetric
+    /// key (SPEC section 2.7).
+    pub jwks: Option<Jwks>,
+}
+
+/// The reply to `GET`/`HEAD` on `jwks_path`: the public keys' document and
+/// its headers, computed once per configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jwks {
+    /// `{"keys":[...]}`: one public JWK per asymmetric key, in ring order.
+    pub body: String,
+    /// `public, max-age=N`.
+    pub cache_control: String,
+}
+
+impl Jwks {
+    /// The reply's headers.
+    pub fn headers(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("content-type", "application/json"),
+            ("cache-control", &self.cache_control),
+        ]
+    }
 }
 
 /// Where the signing key came from.
@@ -262,6 +322,7 @@ impl Config {
             source: key_source,
             kid: key_id,
             ring,
+            alg,
         } = resolve(&mut raw, &env)?;
         if let Some(kid) = &key_id {
             kid_rules(if ring_form { "signing_key" } else { "key_id" }, kid)?;
@@ -302,15 +363,27 @@ impl Config {
                 ),
             ));
         }
-        if !raw.status_path.starts_with('/') || raw.status_path.contains(['?', '#', ' ']) {
+        for (field, path) in [
+            ("status_path", &raw.status_path),
+            ("jwks_path", &raw.jwks_path),
+        ] {
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{} must be an absolute path without query", shown(path)),
+                ));
+            }
+        }
+        if raw.jwks_path == raw.status_path {
             return Err(ConfigError::new(
-                "status_path",
-                format!(
-                    "{} must be an absolute path without query",
-                    shown(&raw.status_path)
-                ),
+                "jwks_path",
+                "must differ from `status_path`",
             ));
         }
+        let jwks = jwks_document(&ring).map(|body| Jwks {
+            body,
+            cache_control: format!("public, max-age={}", raw.jwks_max_age_seconds),
+        });
         if raw.ttl_seconds == Some(0) {
             return Err(ConfigError::new("ttl_seconds", "must be at least 1"));
         }
@@ -334,6 +407,10 @@ impl Config {
             key_id,
             ring,
             log_requests: raw.log_requests,
+            alg,
+            jwks_path: raw.jwks_path,
+            jwks_max_age_seconds: raw.jwks_max_age_seconds,
+            jwks,
         })
     }
 
@@ -356,10 +433,7 @@ impl Config {
 /// kilobytes to the module for this one line.
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let source = match &self.key_source {
-            KeySource::Config => "secret".to_owned(),
-            KeySource::Env(name) => format!("env {}", env_name_for_logs(name)),
-        };
+        let source = source_shown(&self.key_source, self.alg);
         let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "none".to_owned(), quoted);
         let methods: Vec<String> = self.sign_methods.iter().map(|m| quoted(m)).collect();
         // With a ring: every key's id, length, source and fingerprint.
@@ -368,15 +442,26 @@ impl fmt::Display for Config {
             .iter()
             .filter_map(|k| {
                 let id = k.id.as_deref()?;
-                let from = match &k.source {
-                    KeySource::Config => "secret".to_owned(),
-                    KeySource::Env(name) => format!("env {}", env_name_for_logs(name)),
-                };
-                Some(format!(
-                    "{id}:<{} bytes from {from}, fingerprint {}>",
-                    k.key.len(),
-                    fingerprint(&k.key)
-                ))
+                let from = source_shown(&k.source, k.alg);
+                Some(if !k.alg.is_asymmetric() {
+                    format!(
+                        "{id}:<{} bytes from {from}, fingerprint {}>",
+                        k.key.len(),
+                        fingerprint(&k.key)
+                    )
+                } else if k.can_sign() {
+                    format!(
+                        "{id}:<{} private key from {from}, public key fingerprint {}>",
+                        k.alg.name(),
+                        fingerprint(&k.public)
+                    )
+                } else {
+                    format!(
+                        "{id}:<{} public key only, fingerprint {}>",
+                        k.alg.name(),
+                        fingerprint(&k.public)
+                    )
+                })
             })
             .collect();
         if !ring.is_empty() {
@@ -400,7 +485,27 @@ impl fmt::Display for Config {
             opt(&self.audience),
             opt(&self.key_id),
             self.log_requests,
-        )
+        )?;
+        // Only with a JWKS: the default line stays as it was.
+        if self.jwks.is_some() {
+            write!(
+                f,
+                " alg={} jwks_path={} jwks_max_age_seconds={}",
+                self.alg.name(),
+                quoted(&self.jwks_path),
+                self.jwks_max_age_seconds
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a key came from, as the start line shows it.
+fn source_shown(source: &KeySource, alg: Alg) -> String {
+    match (source, alg.is_asymmetric()) {
+        (KeySource::Config, false) => "secret".to_owned(),
+        (KeySource::Config, true) => "private_key".to_owned(),
+        (KeySource::Env(name), _) => format!("env {}", env_name_for_logs(name)),
     }
 }
 
@@ -423,7 +528,7 @@ const MAX_QUOTED: usize = 24;
 
 /// A value as an error message shows it: quoted, or only its length when it
 /// is longer than [`MAX_QUOTED`] characters (it may be a misplaced key).
-fn shown(value: &str) -> String {
+pub(crate) fn shown(value: &str) -> String {
     let chars = value.chars().count();
     if chars > MAX_QUOTED {
         format!("<{chars} characters>")

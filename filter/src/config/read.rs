@@ -13,10 +13,10 @@ use super::{ConfigError, MAX_QUOTED, RawConfig, RawKey, SecretEncoding, shown};
 /// Every field `RawConfig` knows, for the "unknown field" message.
 const FIELDS: &str = "`secret`, `secret_env`, `secret_encoding`, `header`, `sign_methods`, \
     `user`, `user_header`, `status_path`, `ttl_seconds`, `issuer`, `audience`, `key_id`, \
-    `keys`, `signing_key`, `log_requests`";
+    `keys`, `signing_key`, `log_requests`, `jwks_path`, `jwks_max_age_seconds`";
 
 /// Every field of a key in `keys`.
-const KEY_FIELDS: &str = "`id`, `secret`, `secret_env`, `encoding`";
+const KEY_FIELDS: &str = "`id`, `secret`, `secret_env`, `encoding`, `alg`, `private_key`, `private_key_env`, `public_key`";
 
 impl RawConfig {
     /// Reads the configuration JSON: an object whose absent fields take
@@ -75,6 +75,8 @@ impl RawConfig {
                 "key_id" => raw.key_id = optional(f, value, string)?,
                 "signing_key" => raw.signing_key = optional(f, value, string)?,
                 "log_requests" => raw.log_requests = boolean(f, value)?,
+                "jwks_path" => raw.jwks_path = string(f, value)?,
+                "jwks_max_age_seconds" => raw.jwks_max_age_seconds = whole_number(f, value)?,
                 _ => {
                     return Err(ConfigError::new(
                         f,
@@ -212,6 +214,10 @@ fn key(field: &str, doc: Document) -> Result<RawKey, ConfigError> {
             "secret" => key.secret = optional(f, value, string)?,
             "secret_env" => key.secret_env = optional(f, value, string)?,
             "encoding" => key.encoding = encoding(f, value)?,
+            "alg" => key.alg = optional(f, value, string)?,
+            "private_key" => key.private_key = optional(f, value, string)?,
+            "private_key_env" => key.private_key_env = optional(f, value, string)?,
+            "public_key" => key.public_key = optional(f, value, string)?,
             _ => {
                 return Err(ConfigError::new(
                     f,

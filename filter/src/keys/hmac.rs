@@ -2,7 +2,7 @@
 //! 2.1 and 2.6. The key text's decoding and length rule, and the MAC.
 
 use hmac::digest::InvalidLength;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha512;
 
 use crate::config::SecretEncoding;
@@ -29,7 +29,7 @@ impl Hs512 {
     /// happen with a key [`key_bytes`] accepted).
     pub fn new(key: &[u8]) -> Result<Hs512, InvalidLength> {
         Ok(Hs512 {
-            mac: <Hmac<Sha512> as Mac>::new_from_slice(key)?,
+            mac: <Hmac<Sha512> as KeyInit>::new_from_slice(key)?,
         })
     }
 
