@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jwt_filter::config::Config;
+use jwt_filter::config::{Alg, Config};
 use serde_json::json;
 
 /// The provider's name in the generated config: the HMAC one for an HMAC
@@ -375,23 +375,25 @@ fn q(s: &str) -> String {
 // The filter crate's view of the ring, in one place.
 
 /// Whether `key` is an HMAC key (verified with the key itself).
-fn is_hmac(_key: &jwt_filter::config::RingKey) -> bool {
-    true
+fn is_hmac(key: &jwt_filter::config::RingKey) -> bool {
+    key.alg == Alg::Hs512
 }
 
-/// The JWKS the filter publishes, if any.
-fn published(_config: &Config) -> Option<String> {
-    None
+/// The JWKS the filter publishes (its own document, made once per
+/// configuration), if the ring holds an asymmetric key.
+fn published(config: &Config) -> Option<String> {
+    config.jwks.as_ref().map(|jwks| jwks.body.clone())
 }
 
 /// The filter's `jwks_path`.
-fn jwks_path(_config: &Config) -> String {
-    "/.well-known/jwks.json".to_owned()
+fn jwks_path(config: &Config) -> String {
+    config.jwks_path.clone()
 }
 
 /// The filter's `jwks_max_age_seconds`: how long clients may cache its JWKS.
-pub fn jwks_max_age(_config: &Config) -> u64 {
-    300
+#[must_use]
+pub fn jwks_max_age(config: &Config) -> u64 {
+    config.jwks_max_age_seconds
 }
 
 #[cfg(test)]
