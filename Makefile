@@ -78,7 +78,7 @@ run-host: wasm echo-upstream
 	$(CARGO) build --release -p test-host
 	envoy/run.sh test-host
 
-test: wasm fixtures envoy echo-static $(CHECK_VENV)/.installed
+test: wasm fixtures envoy echo-static $(CHECK_VENV)/.installed $(PY_VENV)/.pyjwt-installed
 	ENVOY_BIN="$$(envoy/find-envoy.sh)" $(CARGO) test --workspace
 
 lint: toolchain
@@ -139,6 +139,18 @@ $(CHECK_VENV)/.installed: deploy/check-schemas.requirements.txt
 	rm -rf $(CHECK_VENV)
 	python3 -m venv $(CHECK_VENV)
 	$(CHECK_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+# PyJWT with `cryptography` (EdDSA, ES256) for the identity tests
+# (tests/pyjwt_verify.py), pinned, in the project's .venv: installed whether
+# or not an Envoy came from there (find-envoy.sh makes the venv only when no
+# `envoy` is on PATH).
+PY_VENV := .venv
+.PHONY: pyjwt
+pyjwt: $(PY_VENV)/.pyjwt-installed
+$(PY_VENV)/.pyjwt-installed: tests/pyjwt.requirements.txt
+	[ -x $(PY_VENV)/bin/python ] || python3 -m venv $(PY_VENV)
+	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
 check-deploy: oci $(CHECK_VENV)/.installed

