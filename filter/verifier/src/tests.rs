@@ -167,13 +167,20 @@ fn a_mixed_ring_gets_both_providers_under_requires_any() {
     // LOCAL=1: the filter's document inline, no cluster.
     let local = verifier(&c, &Jwks::Local);
     assert_eq!(local.cluster, None);
-    assert_eq!(local.filter.matches("local_jwks").count(), 2, "{}", local.filter);
-    // Only asymmetric keys: one provider, nothing secret in the file.
-    let only = config(
-        &json!({"keys": [{"id": "e", "alg": "EdDSA", "private_key": ed}]}).to_string(),
+    assert_eq!(
+        local.filter.matches("local_jwks").count(),
+        2,
+        "{}",
+        local.filter
     );
+    // Only asymmetric keys: one provider, nothing secret in the file.
+    let only =
+        config(&json!({"keys": [{"id": "e", "alg": "EdDSA", "private_key": ed}]}).to_string());
     assert_eq!(hmac_jwks(&only), None);
     let yaml = render(&only, "test", &Jwks::Local);
     assert!(!yaml.contains("keep it as secret"), "{yaml}");
-    assert!(yaml.contains("requires: { provider_name: jwt_proxy }"), "{yaml}");
+    assert!(
+        yaml.contains("requires: { provider_name: jwt_proxy }"),
+        "{yaml}"
+    );
 }
