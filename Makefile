@@ -41,6 +41,7 @@ help:
 	@echo "make validate   envoy --mode validate on every Envoy config in the repo"
 	@echo "make reload     apply the filter configuration to the running make run (same HTTP_PORT)"
 	@echo "make verifier   envoy/verifier.yaml: the upstream's jwt_authn filter for the key ring"
+	@echo "                JWKS_URL=http://host:port/.well-known/jwks.json, or LOCAL=1 (inline)"
 	@echo "make up         the same system under docker compose or podman-compose, detached,"
 	@echo "                on 127.0.0.1:HTTP_PORT (ENVOY_IMAGE, BASE_IMAGE); make down removes it"
 	@echo "make oci        OCI image of the module (target/oci/), deploy/ manifests rendered"
@@ -88,10 +89,14 @@ lint: toolchain
 
 # The upstream's Envoy jwt_authn filter for the key ring of the filter
 # configuration (PLUGIN_CONFIG_FILE, default envoy/filter-config.json); it
-# holds the keys (mode 0600).
+# holds the HMAC keys (mode 0600). Asymmetric keys: fetched from JWKS_URL
+# (default: this make run's, on HTTP_PORT), or inline with LOCAL=1.
 VERIFIER_OUT ?= envoy/verifier.yaml
+JWKS_URL ?=
+LOCAL ?=
 verifier:
-	$(CARGO) run --quiet -p jwt-verifier -- --config "$${PLUGIN_CONFIG_FILE:-envoy/filter-config.json}" --out "$(VERIFIER_OUT)"
+	$(CARGO) run --quiet -p jwt-verifier -- --config "$${PLUGIN_CONFIG_FILE:-envoy/filter-config.json}" --out "$(VERIFIER_OUT)" \
+	  --http-port "$(HTTP_PORT)" $(if $(JWKS_URL),--jwks-url "$(JWKS_URL)") $(if $(LOCAL),--local)
 
 # A new filter configuration for the `make run` on HTTP_PORT, without a
 # restart (PLUGIN_CONFIG or PLUGIN_CONFIG_FILE, as `make run` reads it).

@@ -17,6 +17,9 @@ main        wrk POST rounds (small JSON body, CONNECTIONS connections), the
   e  as c, Envoy's log on stderr (its default) instead of --log-path
   c3 as c, the module as cargo links it, before `make wasm` trims the body,
      trailer and on_done callback exports
+  c-eddsa, c-es256  as c, the ring one EdDSA (Ed25519) or ES256 (P-256) key
+     (SPEC 2.7), made by `openssl genpkey` for the run; their tokens are checked
+     with `openssl` (the signature) and the same header and claim rules
   n1 nginx proxying with one static header (the peer's floor)
   n3 as n2, plus the rest of the filter's job: the counts in a shared dict and
      one log line per request (tests/bench/nginx/nginx-job.conf)
@@ -33,14 +36,17 @@ bodies      1 KiB (wrk), 1 MiB and 100 MiB (curl -T streams it from a file: the 
             never held whole) POST bodies (BODY_SIZES): throughput, proxy and
             echo peak RSS against their idle RSS
 workers     start-to-ready and RSS for 1, 2, 4, 8 workers (WORKER_COUNTS):
-            Envoy native, Envoy + filter (one VM per worker), the test host
+            Envoy native, Envoy + filter (one VM per worker; HS512, EdDSA, ES256
+            keys), the test host
 instructions each proxy under valgrind --tool=callgrind: instructions per POST
             (deterministic) for a, a2 (a token-sized static header), b, c, c with
-            no log line, c not signing, the hostcall probes, n1, n2, n3
+            no log line, c not signing, c-eddsa, c-es256, the hostcall probes, n1,
+            n2, n3
             (INSTR_POSTS)
 profile     valgrind --tool=callgrind (deterministic instruction counts):
             tests/examples/filter_profile.rs through the test host (guest
-            instructions and hostcalls per POST, ours against the no-op) and
+            instructions and hostcalls per POST, ours (HS512, EdDSA, ES256)
+            against the no-op) and
             filter/examples/sign_profile.rs natively (where signing goes)
 
 The proxy under test is pinned to one core (BENCH_PROXY_CPU, default 1) and
@@ -272,6 +278,84 @@ def wait_ready(proc, port):
     return None
 
 
+# The asymmetric variants (SPEC 2.7): their JOSE alg, openssl's key type, and
+# the ring entry's id (the tokens' kid).
+ASYM = {"c-eddsa": ("EdDSA", ["-algorithm", "ed25519"]),
+        "c-es256": ("ES256", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"])}
+ASYM_KID = "bench"
+# variant key -> (config path, public key PEM path), made once per run.
+_asym = {}
+
+
+def asym_config(work, key):
+    """The filter configuration of an asymmetric variant: envoy/filter-config.json's
+    fields but the key, a ring of one key `openssl genpkey` made for this run
+    (PKCS#8 PEM). Returns the config's path, or raises RuntimeError."""
+    if key in _asym:
+        return _asym[key][0]
+    alg, genpkey = ASYM[key]
+    if not shutil.which("openssl"):
+        raise RuntimeError("openssl is not installed (apt-get install openssl)")
+    priv, pub = os.path.join(work, f"{key}.pem"), os.path.join(work, f"{key}.pub.pem")
+    for cmd in (["openssl", "genpkey", *genpkey, "-out", priv],
+                ["openssl", "pkey", "-in", priv, "-pubout", "-out", pub]):
+        r = run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:2])} failed: {r.stderr.strip()}")
+    with open(FILTER_CONFIG) as f:
+        base = {k: v for k, v in json.load(f).items() if k not in ("secret", "secret_env")}
+    with open(priv) as f:
+        base["keys"] = [{"id": ASYM_KID, "alg": alg, "private_key": f.read()}]
+    path = os.path.join(work, f"filter-{key}.json")
+    with open(path, "w") as f:
+        json.dump(base, f)
+    _asym[key] = (path, pub)
+    return path
+
+
+def der_ecdsa(raw):
+    """A JWS ES256 signature (R || S, 32 bytes each) as the DER
+    ECDSA-Sig-Value openssl verifies."""
+    def integer(b):
+        b = b.lstrip(b"\0") or b"\0"
+        if b[0] & 0x80:
+            b = b"\0" + b
+        return b"\x02" + bytes([len(b)]) + b
+    body = integer(raw[:32]) + integer(raw[32:])
+    return b"\x30" + bytes([len(body)]) + body
+
+
+def openssl_verifies(alg, pub, data, sig):
+    """Whether `openssl` verifies the JWS signature `sig` of `data` with the
+    public key file `pub` (Ed25519: pkeyutl -rawin; ES256: dgst -sha256)."""
+    with tempfile.TemporaryDirectory() as d:
+        dp, sp = os.path.join(d, "data"), os.path.join(d, "sig")
+        with open(dp, "wb") as f:
+            f.write(data)
+        with open(sp, "wb") as f:
+            f.write(sig if alg == "EdDSA" else der_ecdsa(sig))
+        if alg == "EdDSA":
+            cmd = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin",
+                   "-in", dp, "-sigfile", sp]
+        else:
+            cmd = ["openssl", "dgst", "-sha256", "-verify", pub, "-signature", sp, dp]
+        return run(cmd, capture_output=True).returncode == 0
+
+
+def asym_variant(work, key, label=None, **kw):
+    """An Envoy + filter variant signing with ASYM[key]'s algorithm; not
+    available when its key cannot be made."""
+    alg = ASYM[key][0]
+    curve = "Ed25519" if alg == "EdDSA" else "P-256"
+    v = Variant(key, label or f"as (c), the ring one {alg} key ({curve})", "wasm", FILTER_WASM,
+                signs=True, **kw)
+    try:
+        v.config = asym_config(work, key)
+    except RuntimeError as e:
+        v.unavailable = str(e)
+    return v
+
+
 def filter_key():
     with open(FILTER_CONFIG) as f:
         return json.load(f)["secret"]
@@ -281,24 +365,34 @@ def b64url_decode(s):
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
-def token_problem(token, sent_at):
+def token_problem(token, sent_at, asym=None):
     """None when `token` is what the filter must send for the default
     configuration: an HS512 JWS of the filter's key whose header is exactly
     {"alg":"HS512","typ":"JWT"}, claims exactly iat (an integer within 5 s of
     when the request was sent), jti (32 lowercase hex digits) and payload
     {user, date} (date the UTC day of iat); else what is wrong. Checked here
-    with hashlib, not with any code that makes tokens."""
+    with hashlib, not with any code that makes tokens. `asym`, a key of ASYM:
+    that variant's key instead (verified by openssl), the header
+    {"alg": its alg, "typ": "JWT", "kid": ASYM_KID}."""
     try:
         parts = token.split(".")
         if len(parts) != 3 or any("=" in p for p in parts):
             return "not a compact JWS without padding"
         head, claims, sig = parts
-        want = hmac.new(filter_key().encode(), f"{head}.{claims}".encode(),
-                        hashlib.sha512).digest()
-        if not hmac.compare_digest(b64url_decode(sig), want):
-            return "the signature does not verify with the filter's key"
-        if json.loads(b64url_decode(head)) != {"alg": "HS512", "typ": "JWT"}:
-            return "header is not {alg: HS512, typ: JWT}"
+        if asym:
+            alg = ASYM[asym][0]
+            if not openssl_verifies(alg, _asym[asym][1], f"{head}.{claims}".encode(),
+                                    b64url_decode(sig)):
+                return f"the signature does not verify with the {alg} public key (openssl)"
+            if json.loads(b64url_decode(head)) != {"alg": alg, "typ": "JWT", "kid": ASYM_KID}:
+                return f"header is not {{alg: {alg}, typ: JWT, kid: {ASYM_KID}}}"
+        else:
+            want = hmac.new(filter_key().encode(), f"{head}.{claims}".encode(),
+                            hashlib.sha512).digest()
+            if not hmac.compare_digest(b64url_decode(sig), want):
+                return "the signature does not verify with the filter's key"
+            if json.loads(b64url_decode(head)) != {"alg": "HS512", "typ": "JWT"}:
+                return "header is not {alg: HS512, typ: JWT}"
         body = json.loads(b64url_decode(claims))
         if sorted(body) != ["iat", "jti", "payload"]:
             return f"claims are {sorted(body)}"
@@ -326,11 +420,11 @@ def post_once(port, headers=None):
     return r.status, r.getheaders()
 
 
-def token_check(port):
+def token_check(port, asym=None):
     """The same verification for every signer: three POSTs, one carrying a
     client's own x-my-jwt; each must reach the echo with exactly one token
-    that passes `token_problem`, all jtis distinct. Returns (status, problem
-    or None)."""
+    that passes `token_problem` (with `asym`), all jtis distinct. Returns
+    (status, problem or None)."""
     jtis = set()
     for forged in (None, "forged.client.token", None):
         sent = time.time()
@@ -340,7 +434,7 @@ def token_check(port):
         tokens = [v for k, v in headers if k.lower() == "x-echo-x-my-jwt"]
         if len(tokens) != 1:
             return status, f"{len(tokens)} x-my-jwt values reached the upstream"
-        why = token_problem(tokens[0], sent)
+        why = token_problem(tokens[0], sent, asym)
         if why:
             return status, why
         jtis.add(json.loads(b64url_decode(tokens[0].split(".")[1]))["jti"])
@@ -696,7 +790,7 @@ def start_checked(v, work, upstream, starts=STARTS):
         log(f"({v.key}) not available: {v.unavailable}")
         return False
     if v.signs:
-        status, problem = token_check(v.port)
+        status, problem = token_check(v.port, v.key if v.key in ASYM else None)
         v.check = problem or "pass"
     else:
         status, _ = post_once(v.port)
@@ -870,7 +964,13 @@ def profile_phase(work):
         return {"unavailable": "tests/examples/filter_profile.rs does not build"}
     harness = os.path.join(ROOT, "target", "debug", "examples", "filter_profile")
     n1, n2 = 20, 220
-    for key, wasm, cfg in (("c", FILTER_WASM, FILTER_CONFIG), ("b", NOOP_WASM, "-")):
+    runs = [("c", FILTER_WASM, FILTER_CONFIG), ("b", NOOP_WASM, "-")]
+    for key in ASYM:
+        try:
+            runs.append((key, FILTER_WASM, asym_config(work, key)))
+        except RuntimeError as e:
+            log(f"profile ({key}): {e}")
+    for key, wasm, cfg in runs:
         # The two runs side by side: instruction counts do not depend on it.
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             a, b = [pool.submit(callgrind, [harness, wasm, cfg, str(n)],
@@ -949,8 +1049,10 @@ def main_tables(variants, s, cmd):
         "Columns: median over rounds, (min–max) the spread over rounds. CPU: the proxy's "
         "utime+stime (all threads) over a round / its requests. RSS: VmRSS after the rounds. "
         f"Ready: process start until the listener answers HTTP, median of {STARTS} starts. "
-        "Tokens: the same check for every signer (HS512 with the filter's key; header, claim "
-        "names, types and values; a client's own `x-my-jwt` replaced; distinct jtis).",
+        "Tokens: the same check for every signer (HS512 with the filter's key, or for "
+        "(c-eddsa) and (c-es256) the signature verified by `openssl` with the run's public "
+        "key and the header's `alg` and `kid`; header, claim names, types and values; a "
+        "client's own `x-my-jwt` replaced; distinct jtis).",
         "",
         "| variant | req/s | p99 ms | proxy CPU µs/req | RSS MiB | ready ms | tokens | errors |",
         "|---|---|---|---|---|---|---|---|",
@@ -994,7 +1096,9 @@ def ratio_tables(variants, s):
                             ("n2", "n1", "nginx + Lua signer over nginx alone"),
                             ("n3", "n1", "nginx + Lua doing the whole job over nginx alone"),
                             ("e", "c", "Envoy's log on stderr instead of a file"),
-                            ("c3", "c", "untrimmed module (body, trailer, on_done callbacks exported)")):
+                            ("c3", "c", "untrimmed module (body, trailer, on_done callbacks exported)"),
+                            ("c-eddsa", "c", "an EdDSA key instead of HS512"),
+                            ("c-es256", "c", "an ES256 key instead of HS512")):
         if have(num, den):
             xs = paired(variants[num], variants[den], lambda x, y: x["cpu_us"] - y["cpu_us"])
             added[(num, den)] = xs
@@ -1017,6 +1121,14 @@ def ratio_tables(variants, s):
         lines.append(f"| CPU added by ours − added by nginx + Lua doing the whole job, ((c) − (a)) "
                      f"− ((n3) − (n1)) | {rng(xs, '{:+.1f}')} µs | ≤ 0: "
                      f"{'met' if med(xs) <= 0 else 'NOT met'} |")
+    # Issue 23's targets: Envoy + filter's proxy CPU per POST with an
+    # asymmetric key over the default HS512 configuration's.
+    for num, alg, limit in (("c-eddsa", "EdDSA", 1.5), ("c-es256", "ES256", 2.5)):
+        if have(num, "c"):
+            xs = paired(variants[num], variants["c"], lambda x, y: x["cpu_us"] / y["cpu_us"])
+            lines.append(f"| proxy CPU per POST, ({num}) / (c), {alg} over HS512 | "
+                         f"{rng(xs, '{:.2f}')}× | ≤ {limit}×: "
+                         f"{'met' if med(xs) <= limit else 'NOT met'} |")
     if have("c", "a") and s["c"]["ready_ms"] is not None and s["a"]["ready_ms"] is not None:
         lines.append(f"| start-to-ready, (c) − (a) | {s['c']['ready_ms'] - s['a']['ready_ms']:+.0f}"
                      " ms | |")
@@ -1239,6 +1351,12 @@ def instructions_phase(work, upstream):
         ("c-nolog", Variant("icn", "", "wasm", FILTER_WASM, cfg["nolog"], cpus=None)),
         ("c-unsigned", Variant("icu", "", "wasm", FILTER_WASM, cfg["unsigned"], cpus=None)),
     ]
+    for key in ASYM:
+        try:
+            specs.append((key, Variant(f"i{key}", "", "wasm", FILTER_WASM, asym_config(work, key),
+                                       cpus=None)))
+        except RuntimeError as e:
+            log(f"instructions ({key}): {e}")
     for probe in INSTR_PROBES:
         path = os.path.join(work, f"iprobe-{probe}.txt")
         with open(path, "w") as f:
@@ -1287,6 +1405,8 @@ def instruction_tables(ins, added_us=None):
         "c-nolog": "(c) with `log_requests: false`",
         "c-unsigned": "(c) with POST not signed (`sign_methods: [\"PUT\"]`): reads, "
                       "removal, counter, log, no token",
+        "c-eddsa": "(c-eddsa) as (c), an EdDSA (Ed25519) key",
+        "c-es256": "(c-es256) as (c), an ES256 (P-256) key",
         "n1": "(n1) nginx, proxy + static header",
         "n2": "(n2) nginx + Lua HS512 signer",
         "n3": "(n3) nginx + Lua: signer, log line, counters (our filter's whole job)",
@@ -1298,6 +1418,11 @@ def instruction_tables(ins, added_us=None):
             if k.startswith("n") and "n1" in r and k != "n1":
                 over_a = f"{r[k] - r['n1']:+,.0f} over (n1)"
             lines.append(f"| {label} | {r[k]:,.0f} | {over_a} | {over_b} |")
+    for k, alg in (("c-eddsa", "EdDSA"), ("c-es256", "ES256")):
+        if k in r and "c" in r and "a" in r and r["c"] > r["a"]:
+            lines.append(f"| ({k}) − (a) over (c) − (a): {alg}'s added instructions over "
+                         f"HS512's | {(r[k] - r['a']) / (r['c'] - r['a']):.2f}× | "
+                         f"{r[k] / r['c']:.2f}× the whole proxy's |")
     per_ns = []
     for k, base, label in (("b", "a", "the no-op over Envoy alone"),
                            ("c", "a", "ours over Envoy alone"),
@@ -1367,7 +1492,8 @@ def profile_tables(p, s, variants):
               "Guest: instructions in the compiled Wasm code. Hostcalls: calls the guest made "
               "per POST.", "",
               "| module | guest instructions / POST | hostcalls / POST |", "|---|---|---|"]
-    for key, label in (("c", "jwt_filter.wasm"), ("b", "noop_filter.wasm")):
+    for key, label in (("c", "jwt_filter.wasm"), ("c-eddsa", "jwt_filter.wasm, EdDSA key"),
+                       ("c-es256", "jwt_filter.wasm, ES256 key"), ("b", "noop_filter.wasm")):
         if key in p:
             hc = p[key]["hostcalls"]
             calls = ", ".join(f"{k} {v:g}" for k, v in sorted(hc.items(), key=lambda kv: -kv[1]))
@@ -1536,6 +1662,7 @@ def main():
                                         "BENCH_PROBES")
         if k in os.environ) + ")"
     cmd = cmd.replace("  ()", "")
+    work = tempfile.mkdtemp(prefix="jwt-bench.")
     all_variants = {
         "a": Variant("a", "Envoy, envoy.yaml with a native static header", "native"),
         "b": Variant("b", "Envoy, envoy.yaml + no-op Wasm filter", "wasm", NOOP_WASM, os.devnull),
@@ -1545,13 +1672,14 @@ def main():
         "e": Variant("e", "as (c), Envoy log on stderr", "wasm", FILTER_WASM, log="stderr"),
         "c3": Variant("c3", "as (c), module as cargo links it (untrimmed)", "wasm",
                       os.path.join(WASM_DIR, "deps", "jwt_filter.wasm")),
+        "c-eddsa": asym_variant(work, "c-eddsa"),
+        "c-es256": asym_variant(work, "c-es256"),
         "n1": Variant("n1", "nginx, proxy + static header", "nginx"),
         "n2": Variant("n2", "nginx + Lua HS512 signer (OpenSSL via FFI)", "nginx-lua",
                       signs=True),
         "n3": Variant("n3", "nginx + Lua, the whole job (signer, log line, counters)",
                       "nginx-job", signs=True),
     }
-    work = tempfile.mkdtemp(prefix="jwt-bench.")
     for i, probe in enumerate(PROBES):
         if probe not in PROBE_LABELS:
             sys.exit(f"bench: unknown probe {probe!r} in BENCH_PROBES ({', '.join(PROBE_LABELS)})")
@@ -1690,11 +1818,20 @@ def main():
             for n in WORKER_COUNTS:
                 for kind, label, wasm in (("native", "Envoy, native static header", None),
                                           ("wasm", "Envoy + jwt filter", FILTER_WASM),
+                                          ("c-eddsa", "Envoy + jwt filter, EdDSA key", None),
+                                          ("c-es256", "Envoy + jwt filter, ES256 key", None),
                                           ("host", "test host + jwt filter", None)):
                     if kind == "host" and not os.path.exists(test_host_bin()):
                         rows.append(((label, n), "no test-host binary"))
                         continue
-                    w = Variant(f"w{kind}{n}", label, kind, wasm, concurrency=n, cpus=None)
+                    if kind in ASYM:
+                        w = asym_variant(work, kind, label, concurrency=n, cpus=None)
+                        w.key, w.signs = f"w{kind}{n}", False
+                        if w.unavailable:
+                            rows.append(((label, n), f"not available: {w.unavailable}"))
+                            continue
+                    else:
+                        w = Variant(f"w{kind}{n}", label, kind, wasm, concurrency=n, cpus=None)
                     extra.append(w)
                     if start_checked(w, work, upstream):
                         rows.append(((label, n), {"ready": w.ready, "rss": rss_kib(w.proc.pid)}))

@@ -141,6 +141,23 @@ impl EnvoyBuilder {
         cmd
     }
 
+    /// The Envoy config this builder would start with, rendered (for
+    /// `envoy --mode validate`).
+    pub fn rendered(&self) -> String {
+        let out = self
+            .render()
+            .arg(&self.template)
+            .env("PLUGIN_CONFIG", &self.plugin_config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "render.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     fn spawn(&self, dir: &Path) -> Child {
         let mut render = self.render();
         render

@@ -18,6 +18,7 @@ pub mod load;
 pub mod proxy;
 pub mod raw;
 pub mod scripted;
+pub mod verifier;
 
 pub use envoy::{Envoy, EnvoyBuilder, envoy_bin};
 

@@ -9,7 +9,8 @@
 use jwt_filter::config::Config;
 use jwt_proxy_tests::proxy::{Proxy, Setup};
 use jwt_proxy_tests::raw::{bare, exchange, post};
-use jwt_proxy_tests::{Envoy, EnvoyBuilder, SECRET, Upstream, root};
+use jwt_proxy_tests::{Envoy, SECRET, Upstream, verifier};
+use jwt_verifier::Jwks;
 
 /// A second key, not related to the first.
 const OTHER: &str = "k2-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -26,21 +27,9 @@ fn ring(signing: &str) -> String {
 /// front of `upstream`.
 fn verifying_envoy(config: &str, upstream: &Upstream) -> Envoy {
     let parsed = Config::parse(config.as_bytes(), |_| None).unwrap();
-    let filter = jwt_verifier::render(&parsed, "the test's ring");
-    let template = std::fs::read_to_string(root().join("tests/fixtures/verifier/envoy.yaml"))
-        .unwrap()
-        .replace(
-            "          # make verifier\n",
-            &filter
-                .lines()
-                .map(|l| format!("          {l}\n"))
-                .collect::<String>(),
-        );
-    let dir = root().join("target/e2e");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("verifier-{}.yaml", std::process::id()));
-    std::fs::write(&path, template).unwrap();
-    EnvoyBuilder::new(upstream.addr()).template(path).start()
+    let v = jwt_verifier::verifier(&parsed, &Jwks::Local);
+    assert_eq!(v.cluster, None, "an HMAC ring fetches nothing");
+    verifier::envoy(upstream.addr(), &v.filter, None).start()
 }
 
 /// What the verifier answered to a POST signed by `proxy`.

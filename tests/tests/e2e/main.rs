@@ -24,3 +24,4 @@ mod retry;
 mod run_script;
 mod soak;
 mod util;
+mod verifier;
