@@ -104,12 +104,14 @@ pub(crate) trait PassedEnd: Send + Sync + Unpin + 'static {
 /// A body no callback can see (its direction's body callback is not exported and the filter
 /// did not pause), passed on frame by frame as hyper's `gateway.rs` passes one: hyper's own
 /// `Bytes`, no copy, no trip to the worker, read only when the other side reads it (a request
-/// body only once the upstream connection exists). Trailers end an HTTP/1 body unsent, as
-/// Envoy's codec drops them (`enable_trailers` is off).
+/// body only once the upstream connection exists). One frame is read ahead, so the peer's
+/// connection reads the next while this one is written (hyper reads a body only when asked).
+/// Trailers end an HTTP/1 body unsent, as Envoy's codec drops them (`enable_trailers` off).
 pub(crate) struct Passed<E> {
     body: Incoming,
     drop_trailers: bool,
     end: Option<E>,
+    ahead: Option<Result<Frame<Bytes>, hyper::Error>>,
 }
 
 impl<E: PassedEnd> Passed<E> {
@@ -118,6 +120,17 @@ impl<E: PassedEnd> Passed<E> {
             body,
             drop_trailers,
             end: Some(end),
+            ahead: None,
+        }
+    }
+
+    /// The next frame of the body; `None` at its end (dropped trailers included).
+    fn pull(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() && self.drop_trailers => {
+                Poll::Ready(None)
+            }
+            other => other,
         }
     }
 }
@@ -131,27 +144,41 @@ impl<E: PassedEnd> Body for Passed<E> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let frame = match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => None,
-            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() && this.drop_trailers => None,
-            Poll::Ready(Some(Ok(frame))) => Some(frame),
-            Poll::Ready(Some(Err(e))) => {
+        let next = match this.ahead.take() {
+            Some(next) => Some(next),
+            None => match this.pull(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(next) => next,
+            },
+        };
+        match next {
+            None => {
+                this.end = None;
+                Poll::Ready(None)
+            }
+            Some(Err(e)) => {
                 let error = match this.end.take() {
                     Some(end) => end.broken(e),
                     None => Box::new(e),
                 };
-                return Poll::Ready(Some(Err(error)));
+                Poll::Ready(Some(Err(error)))
             }
-        };
-        if frame.is_none() || this.body.is_end_stream() {
-            this.end = None;
+            Some(Ok(frame)) => {
+                if this.body.is_end_stream() {
+                    this.end = None;
+                } else if let Poll::Ready(after) = this.pull(cx) {
+                    match after {
+                        None => this.end = None,
+                        Some(after) => this.ahead = Some(after),
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
         }
-        Poll::Ready(frame.map(Ok))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.end.is_none() || self.body.is_end_stream()
+        self.ahead.is_none() && (self.end.is_none() || self.body.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
