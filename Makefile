@@ -29,6 +29,8 @@ export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := $(WASM_RUSTFLAGS)
 .PHONY: check-deploy
 # The venv of deploy/check-schemas.py (make check-deploy, the oci:: tests).
 CHECK_VENV := target/check-venv
+# The project's Python venv (Envoy when none is on PATH; PyJWT for the tests).
+PY_VENV := .venv
 
 help:
 	@echo "make build      the filter (.wasm, release) and the host binaries"
@@ -144,8 +146,7 @@ $(CHECK_VENV)/.installed: deploy/check-schemas.requirements.txt
 # PyJWT with `cryptography` (EdDSA, ES256) for the identity tests
 # (tests/pyjwt_verify.py), pinned, in the project's .venv: installed whether
 # or not an Envoy came from there (find-envoy.sh makes the venv only when no
-# `envoy` is on PATH).
-PY_VENV := .venv
+# `envoy` is on PATH). PY_VENV is set at the top: `test` names it.
 .PHONY: pyjwt
 pyjwt: $(PY_VENV)/.pyjwt-installed
 $(PY_VENV)/.pyjwt-installed: tests/pyjwt.requirements.txt
