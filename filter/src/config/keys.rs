@@ -137,6 +137,26 @@ pub(super) struct Keys {
     pub(super) alg: Alg,
 }
 
+/// The reply to `GET`/`HEAD` on `jwks_path`: the public keys' document and
+/// its headers, computed once per configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jwks {
+    /// `{"keys":[...]}`: one public JWK per asymmetric key, in ring order.
+    pub body: String,
+    /// `public, max-age=N`.
+    pub cache_control: String,
+}
+
+impl Jwks {
+    /// The reply's headers.
+    pub fn headers(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("content-type", "application/json"),
+            ("cache-control", &self.cache_control),
+        ]
+    }
+}
+
 /// The JWKS document of the ring's asymmetric keys, in ring order
 /// (`{"keys":[...]}`, compact), or `None` when it has none: HMAC keys are
 /// never published.

@@ -16,11 +16,15 @@
 
 use std::fmt;
 
+mod claims;
 mod keys;
 mod read;
+mod show;
 
+pub use claims::RESERVED_CLAIMS;
+use claims::claim_headers;
+pub use keys::{Jwks, MAX_KID_LEN, RingKey};
 use keys::{Keys, fingerprint, jwks_document, kid_rules, resolve};
-pub use keys::{MAX_KID_LEN, RingKey};
 
 pub use crate::keys::Alg;
 /// Minimum HS512 key length in bytes (RFC 7518 section 3.2: a key of the
@@ -254,33 +258,6 @@ pub struct Config {
     pub jwks: Option<Jwks>,
 }
 
-/// The reply to `GET`/`HEAD` on `jwks_path`: the public keys' document and
-/// its headers, computed once per configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Jwks {
-    /// `{"keys":[...]}`: one public JWK per asymmetric key, in ring order.
-    pub body: String,
-    /// `public, max-age=N`.
-    pub cache_control: String,
-}
-
-impl Jwks {
-    /// The reply's headers.
-    pub fn headers(&self) -> Vec<(&'static str, &str)> {
-        vec![
-            ("content-type", "application/json"),
-            ("cache-control", &self.cache_control),
-        ]
-    }
-}
-
-/// Claim names `claims_from_headers` cannot take (SPEC section 2.7): the
-/// registered claims the filter sets or a verifier checks, the task's
-/// `payload`, request binding's `htm` / `htu`, and `kid` (the JOSE header's).
-pub const RESERVED_CLAIMS: [&str; 10] = [
-    "iat", "jti", "exp", "nbf", "iss", "aud", "payload", "htm", "htu", "kid",
-];
-
 /// Where the signing key came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -469,109 +446,6 @@ impl Config {
     }
 }
 
-/// The configuration as logged at start, one line of `field=value`: every
-/// field but the key, which shows only as its length, source and
-/// fingerprint. Strings are JSON-quoted (control characters escaped).
-/// Written without `Debug` formatting, whose Unicode tables would add
-/// kilobytes to the module for this one line.
-impl fmt::Display for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let source = source_shown(&self.key_source, self.alg);
-        let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "none".to_owned(), quoted);
-        let methods: Vec<String> = self.sign_methods.iter().map(|m| quoted(m)).collect();
-        // With a ring: every key's id, length, source and fingerprint.
-        let ring: Vec<String> = self
-            .ring
-            .iter()
-            .filter_map(|k| {
-                let id = k.id.as_deref()?;
-                let from = source_shown(&k.source, k.alg);
-                Some(if !k.alg.is_asymmetric() {
-                    format!(
-                        "{id}:<{} bytes from {from}, fingerprint {}>",
-                        k.key.len(),
-                        fingerprint(&k.key)
-                    )
-                } else if k.can_sign() {
-                    format!(
-                        "{id}:<{} private key from {from}, public key fingerprint {}>",
-                        k.alg.name(),
-                        fingerprint(&k.public)
-                    )
-                } else {
-                    format!(
-                        "{id}:<{} public key only, fingerprint {}>",
-                        k.alg.name(),
-                        fingerprint(&k.public)
-                    )
-                })
-            })
-            .collect();
-        if !ring.is_empty() {
-            write!(f, "keys=[{}] ", ring.join(","))?;
-        }
-        write!(
-            f,
-            "key=<redacted: {} bytes from {source}, fingerprint {}> header={} sign_methods=[{}] \
-             user={} user_header={} status_path={} ttl_seconds={} issuer={} audience={} \
-             key_id={} log_requests={}",
-            self.key.len(),
-            self.key_fingerprint(),
-            quoted(&self.header),
-            methods.join(","),
-            quoted(&self.user),
-            opt(&self.user_header),
-            quoted(&self.status_path),
-            self.ttl_seconds
-                .map_or_else(|| "none".to_owned(), |t| t.to_string()),
-            opt(&self.issuer),
-            opt(&self.audience),
-            opt(&self.key_id),
-            self.log_requests,
-        )?;
-        let claims: Vec<String> = self
-            .claims_from_headers
-            .iter()
-            .map(|(claim, header)| format!("{}:{}", quoted(claim), quoted(header)))
-            .collect();
-        let required: Vec<String> = self.require_claims.iter().map(|c| quoted(c)).collect();
-        write!(
-            f,
-            " claims_from_headers={{{}}} require_claims=[{}] bind_request={}",
-            claims.join(","),
-            required.join(","),
-            self.bind_request
-        )?;
-        // Only with a JWKS: the default line stays as it was.
-        if self.jwks.is_some() {
-            write!(
-                f,
-                " alg={} jwks_path={} jwks_max_age_seconds={}",
-                self.alg.name(),
-                quoted(&self.jwks_path),
-                self.jwks_max_age_seconds
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// Where a key came from, as the start line shows it.
-fn source_shown(source: &KeySource, alg: Alg) -> String {
-    match (source, alg.is_asymmetric()) {
-        (KeySource::Config, false) => "secret".to_owned(),
-        (KeySource::Config, true) => "private_key".to_owned(),
-        (KeySource::Env(name), _) => format!("env {}", env_name_for_logs(name)),
-    }
-}
-
-/// `Debug` is the start-up line too: the key never shows.
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Config {{ {self} }}")
-    }
-}
-
 /// `s` as a JSON string.
 fn quoted(s: &str) -> String {
     // Serializing a `str` cannot fail.
@@ -621,59 +495,6 @@ fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(name.to_ascii_lowercase())
-}
-
-/// How errors name a claim of `claims_from_headers`:
-/// `claims_from_headers.NAME`, a long name (a key pasted in) by its length
-/// only.
-fn claim_field(claim: &str) -> String {
-    let chars = claim.chars().count();
-    if chars > MAX_QUOTED {
-        format!("claims_from_headers.<a claim of {chars} characters>")
-    } else {
-        format!("claims_from_headers.{claim}")
-    }
-}
-
-/// `claims_from_headers` validated: each claim named, not reserved, its
-/// header a valid header name (as `user_header`: no `_`) and not the token
-/// header (`token_header`, which the filter always replaces: its value is the
-/// client's). Header names lowercased.
-fn claim_headers(
-    claims: &[(String, String)],
-    token_header: &str,
-) -> Result<Vec<(String, String)>, ConfigError> {
-    const FIELD: &str = "claims_from_headers";
-    claims
-        .iter()
-        .map(|(claim, header)| {
-            if claim.is_empty() {
-                return Err(ConfigError::new(FIELD, "a claim name must not be empty"));
-            }
-            let field = claim_field(claim);
-            if RESERVED_CLAIMS.contains(&claim.as_str()) {
-                return Err(ConfigError::new(
-                    &field,
-                    format!(
-                        "`{claim}` is reserved (the filter or a verifier gives it its own \
-                         meaning): {}",
-                        RESERVED_CLAIMS.join(", ")
-                    ),
-                ));
-            }
-            let header = header_name(&field, header)?;
-            if header == token_header {
-                return Err(ConfigError::new(
-                    &field,
-                    format!(
-                        "{} is the token header, which only a client can have set",
-                        shown(&header)
-                    ),
-                ));
-            }
-            Ok((claim.clone(), header))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::{ConfigError, MAX_QUOTED, RawConfig, RawKey, SecretEncoding, claim_field, shown};
+use super::claims::read_claim_headers;
+use super::{ConfigError, MAX_QUOTED, RawConfig, RawKey, SecretEncoding, shown};
 
 /// Every field `RawConfig` knows, for the "unknown field" message.
 const FIELDS: &str = "`secret`, `secret_env`, `secret_encoding`, `header`, `sign_methods`, \
@@ -60,7 +61,7 @@ impl RawConfig {
                     continue;
                 }
                 Node::Members(members) => {
-                    raw.claims_from_headers = claim_headers(f, members)?;
+                    raw.claims_from_headers = read_claim_headers(f, members)?;
                     seen.push(name);
                     continue;
                 }
@@ -178,35 +179,6 @@ impl<'de> Visitor<'de> for MembersVisitor {
     fn visit_unit<E: de::Error>(self) -> Result<Members, E> {
         Ok(Members(None))
     }
-}
-
-/// `claims_from_headers`: claim name to header name, in document order; a
-/// repeated claim is refused, each value must be a string (checked as a
-/// header name by `Config::from_raw`).
-fn claim_headers(
-    field: &str,
-    members: Option<Result<Vec<(String, Value)>, &'static str>>,
-) -> Result<Vec<(String, String)>, ConfigError> {
-    let members = match members {
-        None => return Ok(Vec::new()),
-        Some(Err(kind)) => {
-            return Err(ConfigError::new(
-                field,
-                format!("invalid type: {kind}, expected an object of claim names to header names"),
-            ));
-        }
-        Some(Ok(members)) => members,
-    };
-    let mut claims: Vec<(String, String)> = Vec::with_capacity(members.len());
-    for (claim, value) in members {
-        let sub = claim_field(&claim);
-        if claims.iter().any(|(c, _)| *c == claim) {
-            return Err(ConfigError::new(&sub, format!("duplicate claim `{sub}`")));
-        }
-        let header = string(&sub, value)?;
-        claims.push((claim, header));
-    }
-    Ok(claims)
 }
 
 /// The value of `keys`, read by [`DocumentsVisitor`].
@@ -436,7 +408,7 @@ fn invalid_type(field: &str, value: &Value, expected: &str) -> ConfigError {
     ConfigError::new(field, format!("invalid type: {found}, expected {expected}"))
 }
 
-fn string(field: &str, value: Value) -> Result<String, ConfigError> {
+pub(super) fn string(field: &str, value: Value) -> Result<String, ConfigError> {
     match value {
         Value::String(s) => Ok(s),
         other => Err(invalid_type(field, &other, "a string")),
