@@ -23,8 +23,10 @@ use crate::state::headers::HeaderList;
 use crate::state::{Direction, LocalReply, StreamInfo};
 use crate::worker::{Ctx, Outcome, WorkerHandle};
 
+mod passed;
 mod replies;
 
+use passed::{RequestEnd, ResponseEnd};
 pub(crate) use replies::filter_failed;
 use replies::{reply_response, status_of, upstream_failed};
 
@@ -466,37 +468,6 @@ impl Exchange {
         *response.status_mut() = status;
         *response.headers_mut() = map;
         Ok(response)
-    }
-}
-
-/// The ends of a request body passed on to the upstream ([`Passed`]): its end starts the
-/// route timeout (`done` dropped), a broken body is Envoy's `400`, as the pump reports it.
-struct RequestEnd {
-    _done: oneshot::Sender<()>,
-    abort: oneshot::Sender<Abort>,
-}
-
-impl PassedEnd for RequestEnd {
-    fn broken(self, error: hyper::Error) -> BoxError {
-        let _ = self
-            .abort
-            .send(Abort::Local(host_reply(400, "Bad Request\n")));
-        Box::new(error)
-    }
-}
-
-/// The ends of a response body passed on to the client ([`Passed`]): its end ends the
-/// request's lifecycle (`proxy_on_log` ...), as the response pump does.
-struct ResponseEnd {
-    proxy: Arc<Proxy>,
-    _finish: Finish,
-}
-
-impl PassedEnd for ResponseEnd {
-    fn broken(self, error: hyper::Error) -> BoxError {
-        self.proxy
-            .log(Level::Warn, format!("upstream body error: {error}"));
-        Box::new(error)
     }
 }
 
