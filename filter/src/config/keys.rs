@@ -282,7 +282,7 @@ fn ring(
         };
         ring.push(RingKey {
             id: Some(id),
-            key: key_bytes(&at, text, k.encoding)?,
+            key: key_bytes(&at, text, k.encoding.unwrap_or_default())?,
             source,
             alg,
             public: Vec::new(),
@@ -314,6 +314,16 @@ fn asymmetric(
                 ),
             ));
         }
+    }
+    if k.encoding.is_some() {
+        return Err(ConfigError::new(
+            &field("encoding"),
+            format!(
+                "only for HS512 keys (how a `secret` becomes key bytes): an {:?} key is PEM \
+                 text; remove `encoding`",
+                alg.name()
+            ),
+        ));
     }
     let private = match (k.private_key, k.private_key_env, &k.public_key) {
         (Some(_), Some(_), _) => {

@@ -87,8 +87,8 @@ pub struct RawKey {
     pub secret: Option<String>,
     /// Environment variable (inside the VM) holding the key text.
     pub secret_env: Option<String>,
-    /// How the key text becomes key bytes.
-    pub encoding: SecretEncoding,
+    /// How the key text becomes key bytes (HS512 only; `utf8` when absent).
+    pub encoding: Option<SecretEncoding>,
     /// The JOSE `alg` (`HS512` when absent).
     pub alg: Option<String>,
     /// PKCS#8 PEM private key (EdDSA, ES256).

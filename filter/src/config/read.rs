@@ -286,7 +286,7 @@ fn key(field: &str, doc: Document) -> Result<RawKey, ConfigError> {
             "id" => key.id = optional(f, value, string)?,
             "secret" => key.secret = optional(f, value, string)?,
             "secret_env" => key.secret_env = optional(f, value, string)?,
-            "encoding" => key.encoding = encoding(f, value)?,
+            "encoding" => key.encoding = Some(encoding(f, value)?),
             "alg" => key.alg = optional(f, value, string)?,
             "private_key" => key.private_key = optional(f, value, string)?,
             "private_key_env" => key.private_key_env = optional(f, value, string)?,

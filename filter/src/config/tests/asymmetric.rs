@@ -204,6 +204,23 @@ fn each_bad_asymmetric_key_is_refused_naming_the_field_never_quoting_the_key() {
             "keys[0].secret_env",
             "has no `secret_env`",
         ),
+        // `encoding` is how an HMAC secret becomes bytes: an error, not ignored.
+        (
+            k(json!({"alg": "EdDSA", "private_key": ED_A, "encoding": "hex"})),
+            "keys[0].encoding",
+            "only for HS512 keys",
+        ),
+        (
+            k(json!({"alg": "ES256", "public_key": P256_A_PUB, "encoding": "utf8"})),
+            "keys[0].encoding",
+            "only for HS512 keys",
+        ),
+        (
+            json!({"keys": [{"id": "h", "secret": SECRET},
+                            {"id": "e", "alg": "ES256", "private_key_env": "K", "encoding": "utf8"}]}),
+            "keys[1].encoding",
+            "only for HS512 keys",
+        ),
         // Missing, or too many sources.
         (k(json!({"alg": "EdDSA"})), "keys[0].private_key", "missing"),
         (
