@@ -50,6 +50,7 @@ help:
 	@echo "make check-deploy  make oci, then its manifests against the CRD and Kubernetes schemas"
 	@echo "make bench      benchmarks, writes BENCHMARKS.md (ROUNDS=, DURATION=)"
 	@echo "make soak       1,000,000 POSTs through Envoy + filter (SOAK_REQUESTS=)"
+	@echo "make sign-time  the time to sign one token per algorithm in V8 (node), RUNS=5"
 
 toolchain:
 	rustup target add $(WASM_TARGET)
@@ -73,6 +74,15 @@ $(BINARYEN_DIR)/.installed-$(BINARYEN_VERSION):
 wasm: toolchain $(BINARYEN_DIR)/.installed-$(BINARYEN_VERSION)
 	$(CARGO) build --release --target $(WASM_TARGET) -p jwt-filter
 	TRIM='$(TRIM)' UNUSED_CALLBACKS='$(UNUSED_CALLBACKS)' filter/post-link.sh $(FILTER_WASM) $(WASM_OPT) $(WASM_OPT_FLAGS)
+
+# make sign-time: one token signed per algorithm in V8 (node's WASI), the
+# filter's release profile (filter/sign-time). RUNS= runs of 5 rounds.
+SIGN_TIME_WASM := $(WASM_DIR)/sign-time.wasm
+.PHONY: sign-time
+sign-time: toolchain $(BINARYEN_DIR)/.installed-$(BINARYEN_VERSION)
+	$(CARGO) build --release --target $(WASM_TARGET) -p sign-time
+	$(WASM_OPT) $(WASM_OPT_FLAGS) $(SIGN_TIME_WASM) -o $(WASM_DIR)/sign-time.opt.wasm
+	node --no-warnings filter/sign-time/run.mjs $(WASM_DIR)/sign-time.opt.wasm
 
 fixtures: toolchain
 	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter -p probe-filter -p panic-filter -p abi-fixture $(CONFORMANCE)
