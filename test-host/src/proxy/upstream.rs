@@ -36,6 +36,7 @@ use tokio::net::TcpStream;
 
 use crate::abi::MetricType;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::pump::{Abort, Aborted};
 use crate::state::Shared;
 
 /// How long an idle upstream connection stays pooled.
@@ -57,6 +58,9 @@ pub(crate) enum UpstreamError {
     Connect { timeout: bool, error: String },
     /// The exchange broke; `heard`: whether any response byte had arrived.
     Failed { heard: bool, error: String },
+    /// The request body stopped the exchange (a local reply, a reset, a filter failure, a
+    /// broken client body): its [`Aborted`] error, found among the client error's sources.
+    Aborted(Abort),
 }
 
 /// The pooled HTTP/1.1 client of one upstream.
@@ -101,6 +105,9 @@ impl Upstream {
             Ok(response) => return Ok(response),
             Err(e) => e,
         };
+        if let Some(abort) = Aborted::find(&error) {
+            return Err(UpstreamError::Aborted(abort));
+        }
         let text = chain(&error);
         if error.is_connect() {
             let timeout = io_kind(&error) == Some(ErrorKind::TimedOut);
