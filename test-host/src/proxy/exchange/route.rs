@@ -55,3 +55,49 @@ pub(super) async fn within<F: Future>(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(40);
+
+    #[tokio::test]
+    async fn a_response_before_the_timeout_is_the_answer() {
+        assert_eq!(
+            within(async { 7 }, &Ended::default(), TIMEOUT).await,
+            Some(7)
+        );
+    }
+
+    /// The timeout does not run while the request body goes on, however long it takes.
+    #[tokio::test]
+    async fn no_timeout_before_the_request_body_ends() {
+        let ended = Ended::default();
+        let _body = ended.mark();
+        let slow = async {
+            tokio::time::sleep(TIMEOUT * 4).await;
+            7
+        };
+        assert_eq!(within(slow, &ended, TIMEOUT).await, Some(7));
+    }
+
+    /// The timeout counts from the body's end (its mark dropped), not from the wait's start.
+    #[tokio::test]
+    async fn the_timeout_counts_from_the_end_of_the_request_body() {
+        let ended = Ended::default();
+        let mark = ended.mark();
+        let start = Instant::now();
+        let body = tokio::spawn(async move {
+            tokio::time::sleep(TIMEOUT * 3).await;
+            drop(mark);
+        });
+        let never = std::future::pending::<()>();
+        assert_eq!(within(never, &ended, TIMEOUT).await, None);
+        body.await.unwrap();
+        let end = *ended.0.get().unwrap();
+        assert!(end >= start + TIMEOUT * 3);
+        assert!(Instant::now() >= end + TIMEOUT);
+    }
+}
