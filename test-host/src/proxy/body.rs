@@ -1,6 +1,6 @@
-//! Bodies and plain responses: the boxed body every response carries, a body fed by a bounded
-//! channel (the pumps' output), a body that holds its request "in flight" for the idle timeout,
-//! and the host's own short answers.
+//! Bodies and plain responses: the boxed body every response carries, a body passed on as it
+//! is ([`Passed`]; a body through the filter is `pump::Filtered`), a body that holds its request
+//! "in flight" for the idle timeout, and the host's own short answers.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,7 +11,6 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::sync::mpsc;
 
 use crate::edge::InFlight;
 use crate::state::LocalReply;
@@ -21,8 +20,6 @@ use crate::state::headers::HeaderList;
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every request and response the proxy makes.
 pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
-/// The sending side of a [`ChannelBody`].
-pub(crate) type FrameSender = mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
 
 /// A body of `bytes`.
 pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
@@ -62,35 +59,6 @@ pub(crate) fn host_reply(status: u16, body: &str) -> LocalReply {
         headers: HeaderList::new(),
         body: body.as_bytes().to_vec(),
         grpc_status: None,
-    }
-}
-
-/// A body fed by a bounded channel (backpressure keeps memory constant).
-pub(crate) struct ChannelBody {
-    rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
-}
-
-impl ChannelBody {
-    /// A channel body of capacity 2, and its sender.
-    pub(crate) fn channel() -> (FrameSender, ProxyBody) {
-        let (tx, rx) = mpsc::channel(2);
-        (tx, ChannelBody { rx }.boxed())
-    }
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.rx.poll_recv(cx)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 

@@ -9,26 +9,28 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
-use tokio::sync::oneshot;
 
 use crate::abi::Level;
 use crate::error::Error;
 use crate::proxy::Proxy;
 use crate::proxy::body::{
-    BoxError, ChannelBody, Passed, PassedEnd, ProxyBody, closing, empty, host_reply, plain,
+    BoxError, Passed, PassedEnd, ProxyBody, closing, empty, host_reply, plain,
 };
-use crate::proxy::pump::{Abort, PumpMode, declared_length, framed, pump_request, pump_response};
-use crate::proxy::{hop, pump, reply};
+use crate::proxy::pump::{Abort, Aborted, Filtered, Pump, PumpMode, declared_length};
+use crate::proxy::upstream::UpstreamError;
+use crate::proxy::{hop, reply};
 use crate::state::headers::HeaderList;
 use crate::state::{Direction, LocalReply, StreamInfo};
 use crate::worker::{Ctx, Outcome, WorkerHandle};
 
 mod passed;
 mod replies;
+mod route;
 
 use passed::{RequestEnd, ResponseEnd};
 pub(crate) use replies::filter_failed;
 use replies::{reply_response, status_of, upstream_failed};
+use route::{EndMark, Ended};
 
 /// The filter reset the stream: hyper closes the connection without a response.
 #[derive(Debug, thiserror::Error)]
@@ -59,16 +61,6 @@ pub(crate) struct Inbound {
     /// Names the request's `Connection` headers list.
     pub(crate) named: Vec<String>,
     pub(crate) peer: SocketAddr,
-}
-
-/// The upstream request, with its body's signals (from the request pump, or the body passed
-/// on): `done` at the end of the body, `abort` when the body stopped the exchange.
-struct Outgoing {
-    request: Request<ProxyBody>,
-    /// The body's framing, decided by the pump before the head leaves.
-    framing: Option<oneshot::Receiver<pump::Framing>>,
-    done: oneshot::Receiver<()>,
-    abort: oneshot::Receiver<Abort>,
 }
 
 /// One request's lifecycle (see the module docs).
@@ -183,18 +175,12 @@ impl Exchange {
         self.forward(inbound, &outcome.headers, start).await
     }
 
-    /// The upstream request, from the headers as the filter left them; its body is pumped
-    /// through the request body callbacks.
-    fn upstream_request(
+    /// The upstream request's head, from the headers as the filter left them.
+    fn upstream_head(
         &self,
-        inbound: Inbound,
+        inbound: &Inbound,
         headers: &HeaderList,
-        BodyStart {
-            paused,
-            reframe,
-            pass,
-        }: BodyStart,
-    ) -> Result<Outgoing, http::Error> {
+    ) -> Result<Request<()>, http::Error> {
         let proxy = &self.proxy;
         let method = headers
             .get(":method")
@@ -211,49 +197,49 @@ impl Exchange {
                 inbound.peer,
             );
         }
-        let (done_tx, done) = oneshot::channel::<()>();
-        let (abort_tx, abort) = oneshot::channel::<Abort>();
-        let mut framing = None;
-        let http1 = inbound.parts.version != Version::HTTP_2;
-        let upstream_body = if inbound.body.is_end_stream() {
-            drop(done_tx);
-            empty()
-        } else if pass {
-            let end = RequestEnd {
-                _done: done_tx,
-                abort: abort_tx,
-            };
-            Passed::new(inbound.body, http1, end).boxed()
-        } else {
-            let (tx, upstream) = ChannelBody::channel();
-            let link = (self.worker.clone(), self.ctx);
-            let framing_tx = reframe.then(|| {
-                let (tx, rx) = oneshot::channel();
-                framing = Some(rx);
-                tx
-            });
-            let mode = PumpMode {
-                http1,
-                coalesce: paused,
-                declared: declared_length(headers),
-                framing: framing_tx,
-            };
-            let body = (inbound.body, mode);
-            let pump = pump_request(proxy.clone(), link, body, tx, done_tx, abort_tx);
-            tokio::spawn(pump);
-            upstream
-        };
         let path = headers.get_str(":path").unwrap_or("/");
-        let request = proxy
+        proxy
             .client
             .uri(path)
-            .and_then(|uri| builder.uri(uri).body(upstream_body));
-        Ok(Outgoing {
-            request: request?,
-            framing,
-            done,
-            abort,
-        })
+            .and_then(|uri| builder.uri(uri).body(()))
+    }
+
+    /// The upstream request's body: none, the client's passed on, or the client's through the
+    /// request body callbacks ([`Filtered`]); where the head waits for the filter's first
+    /// forward, this runs the pump up to it and frames `head`. `Err` when the filter stopped
+    /// the exchange meanwhile (nothing was sent).
+    async fn upstream_body(
+        &self,
+        body: Incoming,
+        head: &mut Request<()>,
+        headers: &HeaderList,
+        (start, http1): (BodyStart, bool),
+        ended: &Ended,
+    ) -> Result<ProxyBody, Abort> {
+        if body.is_end_stream() {
+            drop(ended.mark());
+            return Ok(empty());
+        }
+        if start.pass {
+            let end = RequestEnd { _end: ended.mark() };
+            return Ok(Passed::new(body, http1, end).boxed());
+        }
+        let mode = PumpMode {
+            http1,
+            coalesce: start.paused,
+            declared: declared_length(headers),
+            reframe: start.reframe,
+        };
+        let link = (self.worker.clone(), self.ctx);
+        let mut pump = Pump::new(self.proxy.clone(), link, Direction::Request, body, mode);
+        if start.reframe {
+            let framing = pump.prime().await;
+            if let Some(abort) = pump.take_abort() {
+                return Err(abort);
+            }
+            framing.apply(head.headers_mut());
+        }
+        Ok(Filtered::new(pump, ended.mark()).boxed())
     }
 
     /// Sends the request, as the filter left its headers, to the upstream and answers with its
@@ -262,13 +248,8 @@ impl Exchange {
         let proxy = self.proxy.clone();
         // Envoy closes an HTTP/1 connection it answers before the request's end.
         let http1 = inbound.parts.version != Version::HTTP_2;
-        let Outgoing {
-            mut request,
-            framing,
-            done: done_rx,
-            abort: abort_rx,
-        } = match self.upstream_request(inbound, headers, start) {
-            Ok(o) => o,
+        let mut head = match self.upstream_head(&inbound, headers) {
+            Ok(head) => head,
             Err(e) => {
                 proxy.log(
                     Level::Error,
@@ -280,43 +261,31 @@ impl Exchange {
                 ));
             }
         };
-        if let Some(framing) = framing {
-            framed(request.headers_mut(), framing).await;
-        }
-        let response = proxy.client.send(request);
-        tokio::pin!(response);
-        let timeout = proxy.config.upstream_timeout;
-        let upstream = async {
-            // Like Envoy's route timeout: counted from the end of the request.
-            tokio::select! {
-                biased;
-                r = &mut response => return Some(r),
-                _ = done_rx => {}
-            }
-            tokio::time::timeout(timeout, &mut response).await.ok()
+        let ended = Ended::default();
+        let body = self
+            .upstream_body(inbound.body, &mut head, headers, (start, http1), &ended)
+            .await;
+        let body = match body {
+            Ok(body) => body,
+            Err(abort) => return self.aborted(abort, http1).await,
         };
-        let aborted = async {
-            match abort_rx.await {
-                Ok(a) => a,
-                Err(_) => std::future::pending().await,
-            }
-        };
-        let result = tokio::select! {
-            // The pump reports why it stopped before it fails the upstream request's body.
-            biased;
-            a = aborted => {
-                return match a {
-                    Abort::Local(reply) => Ok(closing(self.local_response(reply).await, http1)),
-                    Abort::Reset => Err(StreamReset),
-                    Abort::Failed(e) => Ok(closing(self.failed(&e), http1)),
-                };
-            }
-            r = upstream => r,
-        };
-        match result {
+        // Like Envoy's route timeout: counted from the end of the request body.
+        let sent = proxy.client.send(head.map(|()| body));
+        match route::within(sent, &ended, proxy.config.upstream_timeout).await {
             Some(Ok(r)) => self.respond(r).await,
+            // The request body stopped the exchange (it failed hyper's client with [`Aborted`]).
+            Some(Err(UpstreamError::Aborted(abort))) => self.aborted(abort, http1).await,
             Some(Err(e)) => Ok(self.local_response(upstream_failed(&proxy, Some(e))).await),
             None => Ok(self.local_response(upstream_failed(&proxy, None)).await),
+        }
+    }
+
+    /// The answer when the request body stopped the exchange.
+    async fn aborted(self, abort: Abort, http1: bool) -> Answer {
+        match abort {
+            Abort::Local(reply) => Ok(closing(self.local_response(reply).await, http1)),
+            Abort::Reset => Err(StreamReset),
+            Abort::Failed(e) => Ok(closing(self.failed(&e), http1)),
         }
     }
 
@@ -448,21 +417,17 @@ impl Exchange {
             };
             Passed::new(body, true, end).boxed()
         } else {
-            let (tx, client) = ChannelBody::channel();
             let link = (self.worker.clone(), self.ctx);
-            let (framing_tx, framing_rx) = oneshot::channel();
             let mode = PumpMode {
                 http1: true,
                 coalesce: paused,
                 declared: declared_length(&headers),
-                framing: reframe.then_some(framing_tx),
+                reframe,
             };
-            let proxy = self.proxy.clone();
-            tokio::spawn(pump_response(proxy, link, (body, mode), tx, self.finish));
-            if reframe {
-                framed(&mut map, framing_rx).await;
-            }
-            client
+            let mut pump = Pump::new(self.proxy.clone(), link, Direction::Response, body, mode);
+            // The head waits for the first forward's framing (a stop meanwhile fails the body).
+            pump.prime().await.apply(&mut map);
+            Filtered::new(pump, self.finish).boxed()
         };
         let mut response = Response::new(client_body);
         *response.status_mut() = status;
@@ -476,7 +441,7 @@ impl Exchange {
 struct BodyStart {
     /// The filter paused in the headers: what arrived meanwhile is one body call.
     paused: bool,
-    /// The head waits for the pump's first forward to choose its framing: the body may change
+    /// The head waits for the filter's first forward to choose its framing: the body may change
     /// size (a body callback is exported, or the filter paused and may have set the buffer).
     reframe: bool,
     /// No callback can see the body: it is passed on as it is ([`Passed`]), never to the

@@ -2,11 +2,13 @@
 //! whose one `handle()` routes each request to an [`exchange::Exchange`], the value that owns
 //! its lifecycle: it creates the HTTP context, runs the filter's request callbacks, forwards to
 //! the upstream through hyper-util's pooled client, runs the response callbacks and answers the
-//! client. Bodies stream chunk by chunk through the body callbacks over bounded channels
-//! (constant memory); a body no callback can see (its direction's body callback is not
-//! exported and the filter did not pause) is passed on as hyper's frames, never visiting the
-//! worker ([`body::Passed`]): a POST through a headers-only filter costs 3 worker round trips. Hop-by-hop headers (RFC 7230 section 6.1) are removed in both directions;
-//! on responses the filter still sees `connection`, as in Envoy.
+//! client. A body a callback can see streams chunk by chunk through the body callbacks in a
+//! body that owns its pump ([`pump::Filtered`]), driven by whoever reads it (hyper's client or
+//! server: no task, no channel, constant memory); a body no callback can see (its direction's
+//! body callback is not exported and the filter did not pause) is passed on as hyper's frames,
+//! never visiting the worker ([`body::Passed`]): a POST through a headers-only filter costs 3
+//! worker round trips. Hop-by-hop headers (RFC 7230 section 6.1) are removed in both
+//! directions; on responses the filter still sees `connection`, as in Envoy.
 //!
 //! Errors: upstream refused or its connect timed out, after the connector's retries, `503`
 //! ("retried and the latest reset reason: remote connection failure" / "connection timeout"),
@@ -19,8 +21,9 @@
 //! in Envoy: `503` if their response has not started, else a reset.
 //!
 //! Modules: [`server`] (accept loop, connection cap, graceful shutdown), [`exchange`] (one
-//! request's lifecycle), [`pump`] (body pumps), [`upstream`] (the client), [`hop`] (the
-//! connection manager's header rules), [`body`] (response and body helpers).
+//! request's lifecycle), [`pump`] (body pumps and the body that drives one), [`upstream`] (the
+//! client), [`hop`] (the connection manager's header rules), [`body`] (response and body
+//! helpers).
 
 mod body;
 mod exchange;

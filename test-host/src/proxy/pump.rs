@@ -1,37 +1,81 @@
-//! Body pumps: a body streams frame by frame through the filter's body (or trailers) callbacks
-//! into a bounded channel, so memory stays constant. The request pump feeds the upstream
-//! request; the response pump feeds the client and ends the request's lifecycle when done.
+//! Body pumps: a body streams frame by frame through the filter's body (or trailers)
+//! callbacks. A [`Pump`] is a value, not a task: whoever reads the body drives it ([`Filtered`],
+//! the body hyper's client writes upstream or hyper's server writes to the client), so it reads
+//! the peer's body only as fast as the other side takes it (memory stays constant), and a request
+//! body is read only once the upstream connection exists. Where the head waits for the first
+//! forward (its framing, [`Framing`]), the exchange runs the pump itself up to that forward
+//! ([`Pump::prime`]) before it hands it to the body.
 //!
 //! The callbacks come as Envoy 1.40 makes them: an HTTP/1 body (content-length or chunked) is
 //! its data, then an empty end-of-stream call, its trailers dropped; an HTTP/2 body ends on its
 //! last data (or its trailers); what arrived while the filter paused in the headers is one
-//! call. The framing of what goes on is decided at the first forward ([`Framing`]) when the
-//! module exports the direction's body callback or paused in the headers; otherwise the body
-//! cannot change size and the head goes at once, as Envoy's router sends it. A body the filter
-//! pauses at its end is held, as Envoy holds it, until the filter resumes the stream or answers
-//! it ([`Pump::held`]).
+//! call. The framing of what goes on is decided at the first forward when the module exports
+//! the direction's body callback or paused in the headers; otherwise the body cannot change
+//! size and the head goes at once, as Envoy's router sends it. A body the filter pauses at its
+//! end is held, as Envoy holds it, until the filter resumes the stream or answers it
+//! ([`Pump::held`]). When a request pump stops the exchange (a local reply, a reset, a filter
+//! failure, a broken body), its body fails with [`Aborted`], which the exchange finds in the
+//! upstream client's error.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
-use hyper::body::{Body as _, Frame, Incoming};
-use tokio::sync::oneshot;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::abi::Level;
 use crate::error::Error;
 use crate::proxy::Proxy;
-use crate::proxy::body::{FrameSender, host_reply};
+use crate::proxy::body::{BoxError, host_reply};
 use crate::proxy::hop::{raw_header_map, to_header_map};
 use crate::state::headers::HeaderList;
 use crate::state::{Direction, LocalReply};
 use crate::worker::{Ctx, Outcome, WorkerHandle};
 
-/// Why the request body pump stopped the exchange.
+/// Why a request body stopped the exchange.
 pub(crate) enum Abort {
     Local(LocalReply),
     Reset,
     Failed(Error),
+}
+
+/// The error a request body fails with when it stops the exchange: hyper's client hands it back
+/// as the source of its own error, and the exchange takes the [`Abort`] out
+/// ([`Aborted::find`]).
+#[derive(thiserror::Error)]
+#[error("the request was stopped while its body was sent")]
+pub(crate) struct Aborted(Mutex<Option<Abort>>);
+
+impl std::fmt::Debug for Aborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Aborted")
+    }
+}
+
+impl Aborted {
+    pub(crate) fn error(abort: Abort) -> BoxError {
+        Box::new(Self(Mutex::new(Some(abort))))
+    }
+
+    /// The [`Abort`] among `error`'s sources, if one is there (taken: found once).
+    pub(crate) fn find(error: &(dyn std::error::Error + 'static)) -> Option<Abort> {
+        let mut source = Some(error);
+        while let Some(e) = source {
+            if let Some(aborted) = e.downcast_ref::<Self>() {
+                return aborted
+                    .0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+            }
+            source = e.source();
+        }
+        None
+    }
 }
 
 /// How a forwarded message's body is framed, decided at the pump's first forward (the head of
@@ -47,16 +91,18 @@ pub(crate) enum Framing {
     Chunked,
 }
 
-/// Applies `framing` (when the pump decided one) to the head of the message it belongs to.
-pub(crate) async fn framed(headers: &mut http::HeaderMap, framing: oneshot::Receiver<Framing>) {
-    match framing.await {
-        Ok(Framing::Length(n)) => {
-            headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
+impl Framing {
+    /// Applies the framing to the head of the message it belongs to.
+    pub(crate) fn apply(self, headers: &mut http::HeaderMap) {
+        match self {
+            Self::Length(n) => {
+                headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
+            }
+            Self::Chunked => {
+                headers.remove(http::header::CONTENT_LENGTH);
+            }
+            Self::Keep => {}
         }
-        Ok(Framing::Chunked) => {
-            headers.remove(http::header::CONTENT_LENGTH);
-        }
-        Ok(Framing::Keep) | Err(_) => {}
     }
 }
 
@@ -77,8 +123,6 @@ enum Stop {
     Filtered(Outcome),
     /// The filter changed the body's size after its `content-length` left.
     Length(String),
-    /// Nobody reads the channel any more.
-    Gone,
 }
 
 /// What the next body callback gets.
@@ -96,32 +140,113 @@ pub(crate) struct PumpMode {
     pub(crate) coalesce: bool,
     /// The `content-length` the head carries, as the filter left the headers.
     pub(crate) declared: Option<u64>,
-    /// Where the framing decision goes (the head waits for it); `None` when the head did not
-    /// wait (the body keeps its size: [`Framing::Keep`]).
-    pub(crate) framing: Option<oneshot::Sender<Framing>>,
+    /// The head waits for the first forward's framing ([`Pump::prime`]); otherwise the body
+    /// keeps its size ([`Framing::Keep`]).
+    pub(crate) reframe: bool,
 }
 
-/// One stream's body through the filter, into `tx`.
-struct Pump {
+/// One stream's body through the filter: the frames to forward, one callback (one worker
+/// round trip) at a time ([`Pump::next_frame`]).
+pub(crate) struct Pump {
+    proxy: Arc<Proxy>,
     worker: WorkerHandle,
     ctx: Ctx,
     direction: Direction,
     body: Incoming,
-    tx: FrameSender,
     mode: PumpMode,
     /// Bytes received from the peer, and forwarded, so far.
     received: u64,
     forwarded: u64,
     /// The head keeps `declared`: the forwarded total must match it.
     strict: bool,
-    /// The data that completes `declared`, sent once the next call kept the length.
+    /// The data that completes `declared`, forwarded once the next call kept the length (a
+    /// reader of a body with a length stops reading at that length, so the pump reaches the
+    /// body's last callback before it hands the last bytes on).
     held: Option<Frame<Bytes>>,
+    /// Frames the filter forwarded that the reader has not taken yet (at most two).
+    out: VecDeque<Frame<Bytes>>,
+    /// The last callback ran (end of stream).
+    ended: bool,
+    /// The framing decided at the first forward, when the head waits for it.
+    framing: Option<Framing>,
+    /// Why the pump stopped while the exchange ran it: the reader gets it after `out`.
+    stopped: Option<Stop>,
 }
 
 /// How long a coalescing read waits for more of what already arrived.
 const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
 impl Pump {
+    pub(crate) fn new(
+        proxy: Arc<Proxy>,
+        (worker, ctx): (WorkerHandle, Ctx),
+        direction: Direction,
+        body: Incoming,
+        mode: PumpMode,
+    ) -> Self {
+        // A head that did not wait keeps its length: the bytes that complete it wait for the
+        // next callback too, so a reader that stops at the length (hyper's client does) still
+        // lets the pump reach the body's end (trailers after a content-length body).
+        let strict = !mode.reframe && mode.declared.is_some();
+        Self {
+            proxy,
+            worker,
+            ctx,
+            direction,
+            body,
+            mode,
+            received: 0,
+            forwarded: 0,
+            strict,
+            held: None,
+            out: VecDeque::with_capacity(2),
+            ended: false,
+            framing: None,
+            stopped: None,
+        }
+    }
+
+    /// Runs the body through the filter up to its first forward (or its end, or a stop), for a
+    /// head that waits for its framing; the frames stay in the pump for its reader.
+    pub(crate) async fn prime(&mut self) -> Framing {
+        while self.mode.reframe && self.framing.is_none() && !self.ended {
+            if let Err(stop) = self.advance().await {
+                self.stopped = Some(stop);
+                break;
+            }
+        }
+        self.framing.unwrap_or(Framing::Keep)
+    }
+
+    /// Why a request pump stopped the exchange while the exchange ran it ([`Pump::prime`]):
+    /// then nothing is sent upstream. A length the filter broke is left to the body (the head
+    /// is sent, the body fails, as when it happens later).
+    pub(crate) fn take_abort(&mut self) -> Option<Abort> {
+        match request_abort(self.stopped.take()?) {
+            Ok(abort) => Some(abort),
+            Err(why) => {
+                self.stopped = Some(Stop::Length(why));
+                None
+            }
+        }
+    }
+
+    /// The next frame to forward; `None` at the end of the body.
+    async fn next_frame(&mut self) -> Result<Option<Frame<Bytes>>, Stop> {
+        loop {
+            if let Some(frame) = self.out.pop_front() {
+                return Ok(Some(frame));
+            }
+            if let Some(stop) = self.stopped.take() {
+                return Err(stop);
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            self.advance().await?;
+        }
+    }
+
     /// The next body callback's input.
     async fn next(&mut self) -> Result<Input, Stop> {
         loop {
@@ -180,9 +305,9 @@ impl Pump {
 
     /// Decides the framing at the first forward (`ended`: the whole body went through).
     fn decide(&mut self, ended: bool) {
-        let Some(tx) = self.mode.framing.take() else {
+        if !self.mode.reframe || self.framing.is_some() {
             return;
-        };
+        }
         let framing = match self.mode.declared {
             None => Framing::Keep,
             Some(n) if ended && self.forwarded == n => Framing::Keep,
@@ -193,7 +318,7 @@ impl Pump {
             }
             Some(_) => Framing::Chunked,
         };
-        let _ = tx.send(framing);
+        self.framing = Some(framing);
     }
 
     /// With the head's `content-length` kept, the forwarded total must match it.
@@ -218,7 +343,8 @@ impl Pump {
     /// A body the filter paused at its end stays held until the filter resumes the stream (the
     /// outcome then carries the whole body), replies or resets, as in Envoy; the host answers
     /// 500 when the filter keeps it past the resume timeout, as for a paused head.
-    async fn held(&self, proxy: &Proxy, mut outcome: Outcome) -> Result<Outcome, Stop> {
+    async fn held(&self, mut outcome: Outcome) -> Result<Outcome, Stop> {
+        let proxy = &self.proxy;
         let deadline = tokio::time::Instant::now() + proxy.config.resume_timeout;
         while let Some(waiter) = outcome.waiter.take() {
             let (ctx, direction) = (self.ctx, self.direction);
@@ -243,151 +369,210 @@ impl Pump {
         Ok(outcome)
     }
 
-    /// The body through the filter until its end.
-    async fn run(&mut self, proxy: &Proxy) -> Result<(), Stop> {
-        let mut ended = false;
-        while !ended {
-            let input = self.next().await?;
-            let (ctx, direction, w) = (self.ctx, self.direction, &self.worker);
-            let outcome = match input {
-                Input::Data(chunk, eos) => {
-                    ended = eos;
-                    self.received += chunk.len() as u64;
-                    w.call(move |wk| wk.body(ctx, direction, &chunk, eos)).await
-                }
-                Input::Trailers(list) => {
-                    ended = true;
-                    w.call(move |wk| wk.trailers(ctx, direction, list)).await
-                }
-            };
-            let outcome = outcome.and_then(|r| r).map_err(Stop::Filter)?;
-            let outcome = self.held(proxy, outcome).await?;
-            if outcome.reset || outcome.local_reply.is_some() {
-                return Err(Stop::Filtered(outcome));
+    /// One body callback (one worker round trip); what it forwards joins `out`.
+    async fn advance(&mut self) -> Result<(), Stop> {
+        let input = self.next().await?;
+        let (ctx, direction, w) = (self.ctx, self.direction, &self.worker);
+        let outcome = match input {
+            Input::Data(chunk, eos) => {
+                self.ended = eos;
+                self.received += chunk.len() as u64;
+                w.call(move |wk| wk.body(ctx, direction, &chunk, eos)).await
             }
-            let data = outcome.body.filter(|d| !d.is_empty());
-            self.forwarded += data.as_ref().map_or(0, |d| d.len() as u64);
-            if data.is_some() || ended {
-                self.decide(ended);
+            Input::Trailers(list) => {
+                self.ended = true;
+                w.call(move |wk| wk.trailers(ctx, direction, list)).await
             }
-            self.check_length(ended).map_err(Stop::Length)?;
-            // The head kept its length: the bytes that complete it wait for the next call, so a
-            // filter that lengthens the body at its end stops a short message, never a whole one.
-            if let Some(held) = self.held.take()
-                && self.tx.send(Ok(held)).await.is_err()
-            {
-                return Err(Stop::Gone);
-            }
-            let frame = match data {
-                Some(data)
-                    if self.strict && !ended && Some(self.forwarded) == self.mode.declared =>
-                {
-                    self.held = Some(Frame::data(Bytes::from(data)));
-                    continue;
-                }
-                Some(data) => Frame::data(Bytes::from(data)),
-                None if outcome.headers.is_empty() => continue,
-                None if direction == Direction::Request => {
-                    Frame::trailers(raw_header_map(&outcome.headers))
-                }
-                None => Frame::trailers(to_header_map(&proxy.shared, &outcome.headers, &[])),
-            };
-            if self.tx.send(Ok(frame)).await.is_err() {
-                return Err(Stop::Gone);
-            }
+        };
+        let outcome = outcome.and_then(|r| r).map_err(Stop::Filter)?;
+        let outcome = self.held(outcome).await?;
+        if outcome.reset || outcome.local_reply.is_some() {
+            return Err(Stop::Filtered(outcome));
         }
+        let ended = self.ended;
+        let data = outcome.body.filter(|d| !d.is_empty());
+        self.forwarded += data.as_ref().map_or(0, |d| d.len() as u64);
+        if data.is_some() || ended {
+            self.decide(ended);
+        }
+        self.check_length(ended).map_err(Stop::Length)?;
+        // The head kept its length: the bytes that complete it wait for the next call, so a
+        // filter that lengthens the body at its end stops a short message, never a whole one.
+        if let Some(held) = self.held.take() {
+            self.out.push_back(held);
+        }
+        let frame = match data {
+            Some(data) if self.strict && !ended && Some(self.forwarded) == self.mode.declared => {
+                self.held = Some(Frame::data(Bytes::from(data)));
+                return Ok(());
+            }
+            Some(data) => Frame::data(Bytes::from(data)),
+            None if outcome.headers.is_empty() => return Ok(()),
+            None if direction == Direction::Request => {
+                Frame::trailers(raw_header_map(&outcome.headers))
+            }
+            None => Frame::trailers(to_header_map(&self.proxy.shared, &outcome.headers, &[])),
+        };
+        self.out.push_back(frame);
         Ok(())
     }
 
-    fn new(
-        (worker, ctx): (WorkerHandle, Ctx),
-        direction: Direction,
-        body: Incoming,
-        tx: FrameSender,
-        mode: PumpMode,
-    ) -> Self {
-        Self {
-            worker,
-            ctx,
-            direction,
-            body,
-            tx,
-            mode,
-            received: 0,
-            forwarded: 0,
-            strict: false,
-            held: None,
+    /// What the reader of a stopped body gets, logged as the stop deserves.
+    fn error(&self, stop: Stop) -> BoxError {
+        let proxy = &self.proxy;
+        let stop = match self.direction {
+            Direction::Request => match request_abort(stop) {
+                Ok(abort) => return Aborted::error(abort),
+                Err(why) => Stop::Length(why),
+            },
+            Direction::Response => stop,
+        };
+        match stop {
+            // The head left with its length: the message is reset; a request's answer is the
+            // client's (a 503 for a reset before the upstream's headers).
+            Stop::Length(why) => {
+                proxy.log(Level::Error, why.clone());
+                why.into()
+            }
+            Stop::Body(e) => {
+                proxy.log(Level::Warn, format!("upstream body error: {e}"));
+                Box::new(e)
+            }
+            Stop::Filter(e) => {
+                proxy.log(Level::Error, format!("response failed: {e}"));
+                "filter failed".into()
+            }
+            Stop::Filtered(_) => "response stopped by the filter".into(),
         }
     }
 }
 
-/// Streams the client's body to the upstream through the request body callbacks; `done` fires
-/// at its end, `abort` says why it stopped the exchange instead.
-pub(crate) async fn pump_request(
-    proxy: Arc<Proxy>,
-    link: (WorkerHandle, Ctx),
-    (body, mode): (Incoming, PumpMode),
-    tx: FrameSender,
-    done: oneshot::Sender<()>,
-    abort: oneshot::Sender<Abort>,
-) {
-    let mut pump = Pump::new(link, Direction::Request, body, tx, mode);
-    let (why, error): (Abort, crate::proxy::body::BoxError) = match pump.run(&proxy).await {
-        Ok(()) => {
-            let _ = done.send(());
-            return;
-        }
-        Err(Stop::Gone) => return,
+/// How a request pump's stop ends the exchange; `Err` for a length the filter broke after the
+/// head left (the upstream request is reset instead).
+fn request_abort(stop: Stop) -> Result<Abort, String> {
+    Ok(match stop {
         // The client's body is malformed (bad chunk, ...): Envoy answers 400 itself and resets
         // the upstream request.
-        Err(Stop::Body(e)) => (Abort::Local(host_reply(400, "Bad Request\n")), Box::new(e)),
-        Err(Stop::Filter(e)) => (Abort::Failed(e), "filter failed".into()),
-        // The head left with its length: the upstream request is reset, its answer is the
-        // client's (a 503 for a reset before the upstream's headers).
-        Err(Stop::Length(why)) => {
-            proxy.log(Level::Error, why.clone());
-            let _ = pump.tx.send(Err(why.into())).await;
-            return;
-        }
-        Err(Stop::Filtered(outcome)) => (
-            match outcome.local_reply {
-                Some(r) => Abort::Local(r),
-                None => Abort::Reset,
-            },
-            "request stopped by the filter".into(),
-        ),
-    };
-    // The exchange hears why before the upstream request's body fails.
-    let _ = abort.send(why);
-    let _ = pump.tx.send(Err(error)).await;
+        Stop::Body(_) => Abort::Local(host_reply(400, "Bad Request\n")),
+        Stop::Filter(e) => Abort::Failed(e),
+        Stop::Filtered(outcome) => match outcome.local_reply {
+            Some(r) => Abort::Local(r),
+            None => Abort::Reset,
+        },
+        Stop::Length(why) => return Err(why),
+    })
 }
 
-/// Streams the upstream's body to the client through the response body callbacks; `finish`
-/// (the exchange's end: `proxy_on_log` ...) is dropped when this ends.
-pub(crate) async fn pump_response<F: Send>(
-    proxy: Arc<Proxy>,
-    link: (WorkerHandle, Ctx),
-    (body, mode): (Incoming, PumpMode),
-    tx: FrameSender,
-    finish: F,
-) {
-    let mut pump = Pump::new(link, Direction::Response, body, tx, mode);
-    let error: crate::proxy::body::BoxError = match pump.run(&proxy).await {
-        Ok(()) | Err(Stop::Gone) => return drop(finish),
-        Err(Stop::Body(e)) => {
-            proxy.log(Level::Warn, format!("upstream body error: {e}"));
-            Box::new(e)
+/// What one step of a [`Filtered`] body gives: the pump back, and its next frame.
+type Stepped = (Pump, Result<Option<Frame<Bytes>>, Stop>);
+/// One step of a [`Filtered`] body: the pump, run to its next frame.
+type Step = Pin<Box<dyn Future<Output = Stepped> + Send + Sync>>;
+
+/// A body through the filter: the [`Pump`], driven by whoever reads the body (hyper's client
+/// for a request, hyper's server for a response), no task and no channel between. `end` is
+/// dropped when the body ends, fails or is dropped (the response's `Finish`: `proxy_on_log` ...;
+/// the request's end mark: the route timeout starts). Like [`crate::proxy::body::Passed`], it
+/// reads one step ahead: once a frame is handed over, the next callback starts, so the worker
+/// runs it while the reader writes that frame.
+pub(crate) struct Filtered<E> {
+    pump: Option<Pump>,
+    step: Option<Step>,
+    /// The step read ahead, finished before the reader asked for it.
+    ahead: Option<Stepped>,
+    end: Option<E>,
+}
+
+impl<E: Send + Sync + Unpin + 'static> Filtered<E> {
+    pub(crate) fn new(pump: Pump, end: E) -> Self {
+        Self {
+            pump: Some(pump),
+            step: None,
+            ahead: None,
+            end: Some(end),
         }
-        Err(Stop::Filter(e)) => {
-            proxy.log(Level::Error, format!("response failed: {e}"));
-            "filter failed".into()
+    }
+
+    /// Starts the pump's next step (unless a frame is already there), polled once.
+    fn read_ahead(&mut self, cx: &mut Context<'_>) {
+        let Some(mut pump) = self.pump.take() else {
+            return;
+        };
+        if !pump.out.is_empty() {
+            self.pump = Some(pump);
+            return;
         }
-        Err(Stop::Filtered(_)) => "response stopped by the filter".into(),
-        Err(Stop::Length(why)) => {
-            proxy.log(Level::Error, why.clone());
-            why.into()
+        let mut step: Step = Box::pin(async move {
+            let next = pump.next_frame().await;
+            (pump, next)
+        });
+        match step.as_mut().poll(cx) {
+            Poll::Pending => self.step = Some(step),
+            Poll::Ready(stepped) => self.ahead = Some(stepped),
         }
-    };
-    let _ = pump.tx.send(Err(error)).await;
-    drop(finish);
+    }
+}
+
+impl<E: Send + Sync + Unpin + 'static> Body for Filtered<E> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let (pump, next) = match this.ahead.take() {
+            Some(stepped) => stepped,
+            None => {
+                if this.step.is_none() {
+                    let Some(mut pump) = this.pump.take() else {
+                        return Poll::Ready(None);
+                    };
+                    // A frame the pump already has (the first forward, run by the exchange)
+                    // needs no step.
+                    if let Some(frame) = pump.out.pop_front() {
+                        this.pump = Some(pump);
+                        this.read_ahead(cx);
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    this.step = Some(Box::pin(async move {
+                        let next = pump.next_frame().await;
+                        (pump, next)
+                    }));
+                }
+                let Some(step) = this.step.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                let stepped = ready!(step.as_mut().poll(cx));
+                this.step = None;
+                stepped
+            }
+        };
+        match next {
+            Ok(Some(frame)) => {
+                this.pump = Some(pump);
+                this.read_ahead(cx);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Ok(None) => {
+                drop(pump);
+                this.end = None;
+                Poll::Ready(None)
+            }
+            Err(stop) => {
+                let error = pump.error(stop);
+                drop(pump);
+                this.end = None;
+                Poll::Ready(Some(Err(error)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pump.is_none() && self.step.is_none() && self.ahead.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
 }

@@ -36,6 +36,7 @@ use tokio::net::TcpStream;
 
 use crate::abi::MetricType;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::pump::{Abort, Aborted};
 use crate::state::Shared;
 
 /// How long an idle upstream connection stays pooled.
@@ -57,6 +58,9 @@ pub(crate) enum UpstreamError {
     Connect { timeout: bool, error: String },
     /// The exchange broke; `heard`: whether any response byte had arrived.
     Failed { heard: bool, error: String },
+    /// The request body stopped the exchange (a local reply, a reset, a filter failure, a
+    /// broken client body): its [`Aborted`] error, found among the client error's sources.
+    Aborted(Abort),
 }
 
 /// The pooled HTTP/1.1 client of one upstream.
@@ -101,6 +105,9 @@ impl Upstream {
             Ok(response) => return Ok(response),
             Err(e) => e,
         };
+        if let Some(abort) = Aborted::find(&error) {
+            return Err(UpstreamError::Aborted(abort));
+        }
         let text = chain(&error);
         if error.is_connect() {
             let timeout = io_kind(&error) == Some(ErrorKind::TimedOut);
@@ -328,8 +335,71 @@ impl AsyncWrite for Tracked {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::abi::Level;
+    use crate::proxy::body::BoxError;
+    use crate::state::clock::{Clock, HostClock};
+    use crate::state::clusters::Clusters;
+    use crate::state::log::LogSink;
+    use crate::state::{PluginInfo, Random};
+    use bytes::Bytes;
+    use http_body_util::BodyExt as _;
+    use http_body_util::channel::Channel;
+    use tokio::io::AsyncReadExt as _;
+
+    /// A request body that stops its exchange fails hyper-util's client, and the exchange's
+    /// [`Abort`] comes back out of the client's error (legacy `Error` -> `hyper::Error` (user
+    /// body) -> [`Aborted`]); any other body error is a broken exchange.
+    #[tokio::test]
+    async fn a_body_that_stops_the_exchange_is_found_in_the_client_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // An upstream that reads every request and never answers.
+        let server = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 4096];
+                    while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                });
+            }
+        });
+        let plugin = PluginInfo {
+            name: String::new(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            configuration: Vec::new(),
+            vm_configuration: Vec::new(),
+            env: Vec::new(),
+            random: Random::Os,
+        };
+        let logs = LogSink::new(Level::Info, 16, false);
+        let clock = HostClock::new(Clock::System);
+        let shared = Arc::new(Shared::new(plugin, logs, clock, Clusters::default()));
+        let upstream = Upstream::new(&addr.to_string(), &shared);
+        let errors: [(BoxError, bool); 2] = [
+            (crate::proxy::pump::Aborted::error(Abort::Reset), true),
+            ("a plain body error".into(), false),
+        ];
+        for (error, aborted) in errors {
+            let (mut tx, body) = Channel::<Bytes, BoxError>::new(1);
+            tx.send_data(Bytes::from_static(b"part")).await.unwrap();
+            tx.abort(error);
+            let request = Request::post(upstream.uri("/").unwrap())
+                .header(http::header::CONTENT_LENGTH, "10")
+                .body(body.boxed())
+                .unwrap();
+            let sent = tokio::time::timeout(Duration::from_secs(10), upstream.send(request));
+            match sent.await.unwrap() {
+                Err(UpstreamError::Aborted(Abort::Reset)) => assert!(aborted),
+                Err(UpstreamError::Failed { heard, .. }) => assert!(!aborted && !heard),
+                Err(_) => panic!("an unexpected error (aborted: {aborted})"),
+                Ok(_) => panic!("a response from an upstream that never answers"),
+            }
+        }
+        server.abort();
+    }
 
     #[test]
     fn backoff_is_envoys_jittered_exponential_capped_at_2_5_seconds() {

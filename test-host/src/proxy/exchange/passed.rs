@@ -3,23 +3,19 @@
 use super::*;
 
 /// The ends of a request body passed on to the upstream ([`Passed`]): its end starts the
-/// route timeout (`done` dropped), a broken body is Envoy's `400`, as the pump reports it.
+/// route timeout (the mark dropped); a broken body is Envoy's `400`, as a pumped body's.
 pub(super) struct RequestEnd {
-    pub(super) _done: oneshot::Sender<()>,
-    pub(super) abort: oneshot::Sender<Abort>,
+    pub(super) _end: EndMark,
 }
 
 impl PassedEnd for RequestEnd {
-    fn broken(self, error: hyper::Error) -> BoxError {
-        let _ = self
-            .abort
-            .send(Abort::Local(host_reply(400, "Bad Request\n")));
-        Box::new(error)
+    fn broken(self, _error: hyper::Error) -> BoxError {
+        Aborted::error(Abort::Local(host_reply(400, "Bad Request\n")))
     }
 }
 
 /// The ends of a response body passed on to the client ([`Passed`]): its end ends the
-/// request's lifecycle (`proxy_on_log` ...), as the response pump does.
+/// request's lifecycle (`proxy_on_log` ...), as a pumped body's end does.
 pub(super) struct ResponseEnd {
     pub(super) proxy: Arc<Proxy>,
     pub(super) _finish: Finish,

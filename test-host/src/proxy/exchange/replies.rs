@@ -95,6 +95,12 @@ pub(super) fn upstream_failed(proxy: &Proxy, failed: Option<UpstreamError>) -> L
         Some(UpstreamError::Failed { error, .. }) => {
             (502, format!("reset: {error}"), "connection termination")
         }
+        // Answered by the exchange itself (`Exchange::aborted`); as a reset request if not.
+        Some(UpstreamError::Aborted(_)) => (
+            503,
+            "request body stopped".to_owned(),
+            "connection termination",
+        ),
     };
     proxy.log(Level::Warn, format!("upstream {upstream} {log}"));
     host_reply(
