@@ -4,14 +4,16 @@
 //! is re-created at the next request (`on_vm_start` / `on_configure` log then,
 //! the context numbers start again at 1, `wasm.PLUGIN.vm_reload_success`
 //! counts it); other requests in flight on the failed VM get no callback
-//! again and are cut.
+//! again and are cut. Envoy re-creates it only after its reload backoff
+//! (`reload_config`, 0.1 s base, jittered), answering the same 503 before;
+//! the test host has no backoff.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use jwt_proxy_tests::Upstream;
 use jwt_proxy_tests::proxy::Proxy;
+use jwt_proxy_tests::{Upstream, wait_until};
 
 use super::reply::{finished, lines, request, setup, wire};
 
@@ -61,10 +63,20 @@ fn next_request_reloads(proxy: &Proxy) {
         "{name}: reloaded before the next request"
     );
     let before = proxy.filter_log().len();
-    let got = wire(
-        proxy.addr(),
-        &request("GET / HTTP/1.1", &[], None),
-        Duration::ZERO,
+    // Envoy re-creates the VM only once the reload backoff has passed
+    // (`reload_config`, 0.1 s base, jittered); a request before that gets the
+    // failed VM's 503 and creates nothing. The test host reloads at once.
+    let got = wait_until(
+        Duration::from_secs(10),
+        "a request after the reload backoff",
+        || {
+            let got = wire(
+                proxy.addr(),
+                &request("GET / HTTP/1.1", &[], None),
+                Duration::ZERO,
+            );
+            (got.bytes != FAILED).then_some(got)
+        },
     );
     assert!(
         got.bytes.starts_with("HTTP/1.1 200 OK\r\n"),
