@@ -83,12 +83,7 @@ impl HostBuilder {
             wasm: wasm.into(),
             plugin: PluginInfo {
                 name: "test-host".to_owned(),
-                root_id: String::new(),
-                vm_id: String::new(),
-                configuration: Vec::new(),
-                vm_configuration: Vec::new(),
-                env: Vec::new(),
-                random: Random::Os,
+                ..PluginInfo::default()
             },
             workers: 1,
             clock: Clock::System,

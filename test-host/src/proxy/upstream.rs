@@ -340,10 +340,10 @@ mod tests {
     use super::*;
     use crate::abi::Level;
     use crate::proxy::body::BoxError;
+    use crate::state::PluginInfo;
     use crate::state::clock::{Clock, HostClock};
     use crate::state::clusters::Clusters;
     use crate::state::log::LogSink;
-    use crate::state::{PluginInfo, Random};
     use bytes::Bytes;
     use http_body_util::BodyExt as _;
     use http_body_util::channel::Channel;
@@ -365,15 +365,7 @@ mod tests {
                 });
             }
         });
-        let plugin = PluginInfo {
-            name: String::new(),
-            root_id: String::new(),
-            vm_id: String::new(),
-            configuration: Vec::new(),
-            vm_configuration: Vec::new(),
-            env: Vec::new(),
-            random: Random::Os,
-        };
+        let plugin = PluginInfo::default();
         let logs = LogSink::new(Level::Info, 16, false);
         let clock = HostClock::new(Clock::System);
         let shared = Arc::new(Shared::new(plugin, logs, clock, Clusters::default()));

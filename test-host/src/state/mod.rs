@@ -54,7 +54,7 @@ pub enum Random {
 }
 
 /// What the plugin was configured with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct PluginInfo {
     pub(crate) name: String,
     pub(crate) root_id: String,

@@ -15,6 +15,14 @@ type Stepped = (Pump, Result<Option<Frame<Bytes>>, Stop>);
 /// One step of a [`Filtered`] body: the pump, run to its next frame.
 type Step = Pin<Box<dyn Future<Output = Stepped> + Send + Sync>>;
 
+/// The pump's next step, to be polled.
+fn step(mut pump: Pump) -> Step {
+    Box::pin(async move {
+        let next = pump.next_frame().await;
+        (pump, next)
+    })
+}
+
 /// A body through the filter: the [`Pump`], driven by whoever reads the body (hyper's client
 /// for a request, hyper's server for a response), no task and no channel between. `end` is
 /// dropped when the body ends, fails or is dropped (the response's `Finish`: `proxy_on_log` ...;
@@ -41,17 +49,14 @@ impl<E: Send + Sync + Unpin + 'static> Filtered<E> {
 
     /// Starts the pump's next step (unless a frame is already there), polled once.
     fn read_ahead(&mut self, cx: &mut Context<'_>) {
-        let Some(mut pump) = self.pump.take() else {
+        let Some(pump) = self.pump.take() else {
             return;
         };
         if !pump.out.is_empty() {
             self.pump = Some(pump);
             return;
         }
-        let mut step: Step = Box::pin(async move {
-            let next = pump.next_frame().await;
-            (pump, next)
-        });
+        let mut step = step(pump);
         match step.as_mut().poll(cx) {
             Poll::Pending => self.step = Some(step),
             Poll::Ready(stepped) => self.ahead = Some(stepped),
@@ -82,10 +87,7 @@ impl<E: Send + Sync + Unpin + 'static> Body for Filtered<E> {
                         this.read_ahead(cx);
                         return Poll::Ready(Some(Ok(frame)));
                     }
-                    this.step = Some(Box::pin(async move {
-                        let next = pump.next_frame().await;
-                        (pump, next)
-                    }));
+                    this.step = Some(step(pump));
                 }
                 let Some(step) = this.step.as_mut() else {
                     return Poll::Ready(None);
