@@ -108,6 +108,17 @@ impl Scripted {
         listener: std::net::TcpListener,
         script: impl Fn(&Head) -> Reply + Send + Sync + 'static,
     ) -> Scripted {
+        Self::paced(listener, Duration::ZERO, script)
+    }
+
+    /// The same, accepting at most one connection per `pace`: with a short
+    /// accept queue, a burst of connects overflows it on any machine,
+    /// however fast the proxy and however idle the CPU.
+    pub fn paced(
+        listener: std::net::TcpListener,
+        pace: Duration,
+        script: impl Fn(&Head) -> Reply + Send + Sync + 'static,
+    ) -> Scripted {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -132,6 +143,9 @@ impl Scripted {
                     released: released.clone(),
                 };
                 tokio::spawn(serve(stream, on));
+                if !pace.is_zero() {
+                    tokio::time::sleep(pace).await;
+                }
             }
         });
         Scripted {
