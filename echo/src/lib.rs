@@ -77,6 +77,12 @@ pub async fn serve(
             },
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
+        // An answer is written in pieces (head, then body frames): without
+        // NODELAY the last piece waits for the peer's delayed ACK (40 ms on
+        // Linux), which once made a 1 MiB echo take 46 ms instead of 4.
+        if let Err(e) = stream.set_nodelay(true) {
+            eprintln!("echo-upstream: TCP_NODELAY: {e}");
+        }
         let on_request = on_request.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
