@@ -35,6 +35,10 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// `delayed_close_timeout` is 1 s): unread bytes would turn the close into a reset.
 const LINGER: Duration = Duration::from_secs(1);
 
+/// The most a read puts straight into hyper's buffer: [`ReadBuf::initialize_unfilled_to`]
+/// zeroes that much first (the crate has no `unsafe`), so not all of hyper's room.
+const DIRECT_READ: usize = 128 << 10;
+
 /// The limits a client connection lives under.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -266,6 +270,20 @@ impl Guarded {
         })
     }
 
+    /// How many bytes the next read may put straight into a reader's buffer of `room`
+    /// bytes: `Some` for body bytes or unchecked bytes when nothing is buffered.
+    fn direct(&self, room: usize) -> Option<usize> {
+        if !self.buf.is_empty() || room == 0 {
+            return None;
+        }
+        let limit = match self.mode {
+            Mode::Body(left) if left > 0 => usize::try_from(left).unwrap_or(usize::MAX),
+            Mode::Through => usize::MAX,
+            _ => return None,
+        };
+        Some(limit.min(room).min(DIRECT_READ))
+    }
+
     /// Writes the refusal once no response is in flight; `Ready` when it is out.
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self.activity.idle_since(cx.waker()) {
@@ -354,9 +372,37 @@ impl AsyncRead for Guarded {
             if this.advance() {
                 continue;
             }
+            let direct = this.direct(out.remaining());
             let Some(io) = this.io.as_mut() else {
                 return Poll::Ready(Ok(()));
             };
+            // Body bytes with nothing buffered go straight into hyper's buffer: no copy
+            // here, and reads as large as the socket has (the upstream then gets large
+            // writes). A chunked body's bytes still pass through `buf`, to be framed.
+            if let Some(limit) = direct {
+                let dst = out.initialize_unfilled_to(limit);
+                let mut rb = ReadBuf::new(dst);
+                match Pin::new(io).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        out.advance(n);
+                        if n > 0 {
+                            this.last_read = Instant::now();
+                            if let Mode::Body(left) = &mut this.mode {
+                                *left -= n as u64;
+                            }
+                        }
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        if this.poll_deadlines(cx) {
+                            continue;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
             let mut chunk = [0u8; 16 << 10];
             let mut rb = ReadBuf::new(&mut chunk);
             match Pin::new(io).poll_read(cx, &mut rb) {
@@ -394,6 +440,23 @@ impl AsyncWrite for Guarded {
             Some(io) => Pin::new(io).poll_write(cx, buf),
             None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
         }
+    }
+
+    /// Vectored, so hyper queues a body's frames for one `writev` instead of copying them
+    /// into one buffer.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -219,3 +219,41 @@ fn a_posts_head_goes_upstream_before_its_body_arrives() {
         );
     }
 }
+
+#[test]
+fn a_head_pipelined_behind_a_large_body_is_checked_like_the_first() {
+    // The test host reads a body with nothing buffered straight into hyper's
+    // buffer, up to the body's length: the head behind the body, in the same
+    // write, must still meet the edge's checks. A 300 KiB POST, then a
+    // `Content-Length` + `chunked` POST (a smuggling shape): the first is
+    // served and signed (its body echoed whole), the second refused with 400
+    // and the connection closed, and only the first reaches the upstream.
+    let body: Vec<u8> = (0..300 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut bytes = post("/first", &[], &body);
+    bytes.extend_from_slice(
+        b"POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\
+          Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    let upstream = Upstream::start();
+    for proxy in Setup::new(upstream.addr()).both() {
+        let name = proxy.name();
+        let before = upstream.seen().len();
+        let mut conn = Conn::connect(proxy.addr()).unwrap();
+        conn.send(&bytes).unwrap();
+        let first = conn.read_response(false).unwrap();
+        assert_eq!(first.status, 200, "{name}: {}", first.text());
+        assert!(first.body == body, "{name}: the echoed body differs");
+        let second = conn.read_response(false).unwrap();
+        assert_eq!(second.status, 400, "{name}: {}", second.text());
+        assert!(
+            conn.closed_by_peer(Duration::from_secs(5)),
+            "{name}: left open"
+        );
+        let seen = upstream.seen()[before..].to_vec();
+        let uris: Vec<&str> = seen.iter().map(|h| h.uri.as_str()).collect();
+        assert_eq!(uris, ["/first"], "{name}");
+        let tokens = seen[0].all("x-my-jwt");
+        assert_eq!(tokens.len(), 1, "{name}: {tokens:?}");
+        verify(&tokens[0], SECRET.as_bytes());
+    }
+}
