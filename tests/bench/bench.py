@@ -34,7 +34,8 @@ concurrency Envoy + filter with --concurrency 1 (one core) and 2 (both cores)
             (req/s per core of proxy CPU)
 bodies      1 KiB (wrk), 1 MiB and 100 MiB (curl -T streams it from a file: the body is
             never held whole) POST bodies (BODY_SIZES): throughput, proxy and
-            echo peak RSS against their idle RSS
+            echo peak RSS against their idle RSS; BODY_ROUNDS rounds per size, the
+            variants alternating, and the test host ÷ Envoy + filter per round
 workers     start-to-ready and RSS for 1, 2, 4, 8 workers (WORKER_COUNTS):
             Envoy native, Envoy + filter (one VM per worker; HS512, EdDSA, ES256
             keys), the test host
@@ -56,7 +57,7 @@ MAX_CONNECTIONS and nginx's worker_connections are capped to what it allows.
 
 Environment: ROUNDS (10), DURATION seconds per round (4), WARMUP (2),
 STARTS (3), CONNECTIONS (50), INSTR_POSTS (300), SCALE_ROUNDS (2), SCALE_DURATION (4),
-SCALE_CONNECTIONS, BODY_SIZES ("1KiB,1MiB,100MiB"), WORKER_COUNTS
+SCALE_CONNECTIONS, BODY_SIZES ("1KiB,1MiB,100MiB"), BODY_ROUNDS (5), WORKER_COUNTS
 ("1,2,4,8"), BENCH_PROBES ("get-header,metric,log"), PROBE_CALLS (10),
 BENCH_VARIANTS (e.g. "a,c,n2"), BENCH_PHASES, SKIP_BUILD=1, ENVOY_BIN,
 TEST_HOST_BIN, BENCH_OUT (BENCHMARKS.md, the only place the figures are
@@ -115,6 +116,7 @@ SCALE_ROUNDS = max(1, env_int("SCALE_ROUNDS", 2))
 SCALE_DURATION = env_int("SCALE_DURATION", 4)
 SCALE_CONNECTIONS = [int(x) for x in env_list("SCALE_CONNECTIONS", "50,1000,5000")]
 BODY_SIZES = env_list("BODY_SIZES", "1KiB,1MiB,100MiB")
+BODY_ROUNDS = max(1, env_int("BODY_ROUNDS", 5))
 WORKER_COUNTS = [int(x) for x in env_list("WORKER_COUNTS", "1,2,4,8")]
 ALL_PHASES = ["main", "connections", "concurrency", "bodies", "workers", "instructions",
               "profile"]
@@ -888,6 +890,44 @@ def body_round(v, echo, size, label, work):
     return out
 
 
+def bodies_phase(vs, echo, work):
+    """BODY_ROUNDS rounds per body size, the variants alternating within a
+    round (a c d n1 n2, a c d n1 n2, ...), so that a round's pair of
+    variants ran seconds apart. A variant whose POST failed at a size sits
+    out that size's later rounds (nginx stalls on large bodies: each failure
+    costs the round's whole time limit)."""
+    rows, ratios = [], {}
+    for label in BODY_SIZES:
+        size = parse_size(label)
+        runs = {v.key: [] for v in vs}
+        failed = {}
+        for i in range(BODY_ROUNDS):
+            for v in vs:
+                if v.key in failed or not v.proc or v.unavailable:
+                    continue
+                log(f"body {label} round {i + 1}/{BODY_ROUNDS} ({v.key})")
+                try:
+                    b = body_round(v, echo, size, label, work)
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+                    failed[v.key] = f"{label}: failed: {e}"
+                    continue
+                runs[v.key].append(b)
+                if b["errors"]:
+                    failed[v.key] = "failed"
+        for v in vs:
+            name = f"({v.key}) {v.label}"
+            if not v.proc or v.unavailable:
+                rows.append((name, f"not available: {v.unavailable or 'not started'}"))
+            elif not runs[v.key]:
+                rows.append((name, failed.get(v.key, f"{label}: no round")))
+            else:
+                rows.append((name, runs[v.key]))
+        if runs.get("c") and runs.get("d"):
+            ratios[label] = [d["mib_s"] / c["mib_s"] for c, d in zip(runs["c"], runs["d"])
+                             if c["mib_s"] and d["mib_s"]]
+    return {"rows": rows, "ratios": ratios}
+
+
 # --- profile (callgrind) ---------------------------------------------------
 
 def callgrind_parse(path):
@@ -1225,29 +1265,44 @@ def scale_tables(res):
     bodies = res.get("bodies")
     if bodies:
         lines += ["", "## Body sizes", "",
-                  f"Command: `make bench` phase `bodies` (`BODY_SIZES={','.join(BODY_SIZES)}`): "
+                  f"Command: `make bench` phase `bodies` (`BODY_SIZES={','.join(BODY_SIZES)} "
+                  f"BODY_ROUNDS={BODY_ROUNDS}`): "
                   "POSTs of that many bytes through each proxy of the main table, echoed back "
                   "whole by the upstream. Up to 64 KiB the load is wrk; larger bodies are sent "
                   "one at a time by `curl -X POST -T file` (streamed from the file while the "
                   "echo is read to /dev/null: the client never holds the body). MiB/s: request body bytes per second "
                   "(the same again flows back). RSS: idle before → peak during (50 ms "
-                  "samples); the echo upstream's too, which shows whether it streams. A "
-                  "failed POST ends that row (errors 1): nginx sends the whole request "
+                  "samples); the echo upstream's too, which shows whether it streams. "
+                  "BODY_ROUNDS rounds per size, the variants alternating within each; MiB/s, "
+                  "req/s and CPU are medians (min–max) over a variant's rounds, RSS the peak "
+                  "of all. A failed POST ends that variant's rounds at that size (errors 1): "
+                  "nginx sends the whole request "
                   "before it reads any response, so an upstream that answers while it "
                   "reads (the echo) stalls it once the socket buffers are full, past a "
                   "few MiB.", "",
-                  "| variant | body | client | requests | MiB/s | req/s | proxy CPU µs/req | "
-                  "proxy RSS MiB | echo RSS MiB | errors |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for label, b in bodies["rows"]:
-            if isinstance(b, str):
-                lines.append(f"| {label} | {b} | | | | | | | | |")
+                  "| variant | body | client | rounds | requests | MiB/s | req/s | "
+                  "proxy CPU µs/req | proxy RSS MiB | echo RSS MiB | errors |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for label, bs in bodies["rows"]:
+            if isinstance(bs, str):
+                lines.append(f"| {label} | {bs} | | | | | | | | | |")
                 continue
-            lines.append(f"| {label} | {b['label']} | {b['client']} | {b['requests']} | "
-                         f"{b['mib_s']:.1f} | {b['rps']:.1f} | {b['cpu_us']:.0f} | "
-                         f"{b['idle_kib'] / 1024:.1f} → {b['peak_kib'] / 1024:.1f} | "
-                         f"{b['echo_idle_kib'] / 1024:.1f} → {b['echo_peak_kib'] / 1024:.1f} | "
-                         f"{b['errors']} |")
+            b = bs[0]
+            lines.append(f"| {label} | {b['label']} | {b['client']} | {len(bs)} | "
+                         f"{sum(x['requests'] for x in bs)} | "
+                         f"{rng([x['mib_s'] for x in bs], '{:.1f}')} | "
+                         f"{rng([x['rps'] for x in bs], '{:.1f}')} | "
+                         f"{rng([x['cpu_us'] for x in bs])} | "
+                         f"{b['idle_kib'] / 1024:.1f} → {max(x['peak_kib'] for x in bs) / 1024:.1f} | "
+                         f"{b['echo_idle_kib'] / 1024:.1f} → "
+                         f"{max(x['echo_peak_kib'] for x in bs) / 1024:.1f} | "
+                         f"{sum(x['errors'] for x in bs)} |")
+        if bodies.get("ratios"):
+            lines += ["", "MiB/s, test host (d) ÷ Envoy + filter (c), per round (the pair ran "
+                      "seconds apart), median (min–max):", "",
+                      "| body | rounds | d ÷ c |", "|---|---|---|"]
+            for label, rs in bodies["ratios"].items():
+                lines.append(f"| {label} | {len(rs)} | {rng(rs, '{:.2f}')} |")
     workers = res.get("workers")
     if workers:
         lines += ["", "## Workers: start-to-ready and memory", "",
@@ -1780,20 +1835,8 @@ def main():
                                  store.get(v.key) or f"not available: {v.unavailable}"))
             res["connections"] = {"rows": rows}
         if "bodies" in PHASES:
-            rows = []
             vs = [variants[k] for k in ("a", "c", "d", "n1", "n2") if k in variants]
-            for label in BODY_SIZES:
-                size = parse_size(label)
-                for v in vs:
-                    name = f"({v.key}) {v.label}"
-                    if not v.proc or v.unavailable:
-                        rows.append((name, f"not available: {v.unavailable or 'not started'}"))
-                        continue
-                    try:
-                        rows.append((name, body_round(v, echo, size, label, work)))
-                    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-                        rows.append((name, f"{label}: failed: {e}"))
-            res["bodies"] = {"rows": rows}
+            res["bodies"] = bodies_phase(vs, echo, work)
         for v in live:
             v.stop()
         if "concurrency" in PHASES:
