@@ -13,8 +13,7 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -22,10 +21,12 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+pub(crate) use activity::{Activity, InFlight};
 use chunk::{Chunk, Fed};
 pub(crate) use head::MAX_HEAD;
 use head::{Framing, MAX_HEADERS, Refusal, check_request};
 
+mod activity;
 mod chunk;
 pub(crate) mod head;
 
@@ -57,66 +58,6 @@ impl Default for Limits {
             request_headers_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
-        }
-    }
-}
-
-/// Requests in flight on one connection, shared by the guard and the responses.
-#[derive(Debug)]
-pub(crate) struct Activity {
-    in_flight: AtomicUsize,
-    state: Mutex<Idle>,
-}
-
-#[derive(Debug)]
-struct Idle {
-    /// When the last response finished.
-    since: Instant,
-    /// The guard, waiting for the connection to become idle.
-    waker: Option<Waker>,
-}
-
-impl Activity {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            in_flight: AtomicUsize::new(0),
-            state: Mutex::new(Idle {
-                since: Instant::now(),
-                waker: None,
-            }),
-        })
-    }
-
-    /// A request starts; it ends when the returned guard drops (its response is done).
-    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(self.clone())
-    }
-
-    /// `Some(when the last response ended)` while no request is in flight; otherwise `None`,
-    /// and `waker` is woken when the last one ends.
-    fn idle_since(&self, waker: &Waker) -> Option<Instant> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.in_flight.load(Ordering::SeqCst) == 0 {
-            return Some(state.since);
-        }
-        state.waker = Some(waker.clone());
-        None
-    }
-}
-
-/// One request in flight (see [`Activity::begin`]).
-#[derive(Debug)]
-pub(crate) struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            state.since = Instant::now();
-            if let Some(w) = state.waker.take() {
-                w.wake();
-            }
         }
     }
 }
@@ -378,35 +319,28 @@ impl AsyncRead for Guarded {
             };
             // Body bytes with nothing buffered go straight into hyper's buffer: no copy
             // here, and reads as large as the socket has (the upstream then gets large
-            // writes). A chunked body's bytes still pass through `buf`, to be framed.
-            if let Some(limit) = direct {
-                let dst = out.initialize_unfilled_to(limit);
-                let mut rb = ReadBuf::new(dst);
-                match Pin::new(io).poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) => {
-                        let n = rb.filled().len();
+            // writes). Other bytes (a head, a chunked body) go to `buf`, to be checked.
+            let read = match direct {
+                Some(limit) => {
+                    let mut rb = ReadBuf::new(out.initialize_unfilled_to(limit));
+                    let read = Pin::new(io)
+                        .poll_read(cx, &mut rb)
+                        .map_ok(|()| rb.filled().len());
+                    if let Poll::Ready(Ok(n)) = read {
                         out.advance(n);
-                        if n > 0 {
-                            this.last_read = Instant::now();
-                            if let Mode::Body(left) = &mut this.mode {
-                                *left -= n as u64;
-                            }
-                        }
-                        return Poll::Ready(Ok(()));
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        if this.poll_deadlines(cx) {
-                            continue;
-                        }
-                        return Poll::Pending;
-                    }
+                    read
                 }
-            }
-            let mut chunk = [0u8; 16 << 10];
-            let mut rb = ReadBuf::new(&mut chunk);
-            match Pin::new(io).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                None => {
+                    let mut chunk = [0u8; 16 << 10];
+                    let mut rb = ReadBuf::new(&mut chunk);
+                    let read = Pin::new(io).poll_read(cx, &mut rb);
+                    this.buf.extend_from_slice(rb.filled());
+                    read.map_ok(|()| rb.filled().len())
+                }
+            };
+            match read {
+                Poll::Ready(Ok(0)) => {
                     // End of stream: whatever is left goes to hyper, which judges it.
                     this.released = this.buf.len();
                     if this.released == 0 {
@@ -414,9 +348,14 @@ impl AsyncRead for Guarded {
                     }
                     this.mode = Mode::Through;
                 }
-                Poll::Ready(Ok(())) => {
-                    this.buf.extend_from_slice(rb.filled());
+                Poll::Ready(Ok(n)) => {
                     this.last_read = Instant::now();
+                    if direct.is_some() {
+                        if let Mode::Body(left) = &mut this.mode {
+                            *left -= n as u64;
+                        }
+                        return Poll::Ready(Ok(()));
+                    }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
